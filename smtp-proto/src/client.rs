@@ -1,0 +1,1087 @@
+//! The client state machine: every transition of the SMTP dialogue is in this
+//! file.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Instant;
+
+use crate::address::ClientName;
+use crate::body::{BodyConfig, BodyEncoder, BodyStats, LongLines, NulBytes};
+use crate::command::{self, BodyType, Envelope, MailParams};
+use crate::ehlo::Capabilities;
+use crate::error::{CommandError, Error};
+use crate::event::{
+    AuthFailure, Event, RecipientResult, TransactionId, TransactionReport, classify_auth_failure,
+};
+use crate::reply::{Reply, ReplyLimits, ReplyParser};
+use crate::sasl::{self, Credentials, Mechanism, Responses, SecretBytes, ServerIdentity};
+use crate::timer::{Phase, Timeouts, Timer};
+
+/// How the connection is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsPolicy {
+    /// TLS from the first byte (port 465, preferred by RFC 8314). The driver does
+    /// the handshake before creating the client.
+    Implicit,
+    /// Plain connection upgraded with STARTTLS; fail if the server does not offer
+    /// or refuses it (port 587). The default.
+    #[default]
+    StartTlsRequired,
+    /// STARTTLS when offered, otherwise continue in plaintext. Credentials are
+    /// still never sent in plaintext unless
+    /// [`ClientConfig::dangerous_allow_credentials_without_tls`] is set.
+    StartTlsOpportunistic,
+    /// No TLS at all (loopback tests, relays on a trusted network).
+    None,
+}
+
+/// Settings of a [`Client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// TLS policy; default [`TlsPolicy::StartTlsRequired`].
+    pub tls: TlsPolicy,
+    /// The name sent in EHLO/HELO; default `[127.0.0.1]`.
+    pub ehlo_name: ClientName,
+    /// Host and port of the server, put in OAUTHBEARER messages.
+    pub server: ServerIdentity,
+    /// Per-phase timeouts.
+    pub timeouts: Timeouts,
+    /// Reply parser limits.
+    pub reply_limits: ReplyLimits,
+    /// Send credentials over an unencrypted connection. Off by default; only for
+    /// loopback tests or networks the user controls.
+    pub dangerous_allow_credentials_without_tls: bool,
+    /// Use BDAT when the server offers CHUNKING and PIPELINING; default `true`.
+    pub use_chunking: bool,
+    /// Policy for lines over 998 octets in the body.
+    pub long_lines: LongLines,
+    /// Policy for NUL bytes in the body.
+    pub nul: NulBytes,
+    /// How many error challenges (a `334` after the client's response) one AUTH
+    /// answers before cancelling with `*`; default 1.
+    pub max_auth_challenges: u8,
+    /// Body bytes accepted by [`Client::write_body`] stop when this many bytes wait
+    /// for transmission; default 256 KiB. The transmit buffer holds at most
+    /// this plus one command group (MAIL and all RCPT lines).
+    pub max_pending_body: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            tls: TlsPolicy::default(),
+            ehlo_name: ClientName::default(),
+            server: ServerIdentity::default(),
+            timeouts: Timeouts::default(),
+            reply_limits: ReplyLimits::default(),
+            dangerous_allow_credentials_without_tls: false,
+            use_chunking: true,
+            long_lines: LongLines::Reject,
+            nul: NulBytes::Reject,
+            max_auth_challenges: 1,
+            max_pending_body: 256 * 1024,
+        }
+    }
+}
+
+/// AUTH progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthStep {
+    /// `AUTH M` sent without initial response; the response follows the `334`.
+    AwaitContinue,
+    /// The (first) response was sent.
+    SentFirst,
+    /// LOGIN's password was sent.
+    SentSecond,
+    /// An error challenge was acknowledged; the final reply follows.
+    SentErrorAck,
+    /// `*` was sent.
+    Cancelled,
+}
+
+#[derive(Debug)]
+struct AuthState {
+    mechanism: Mechanism,
+    step: AuthStep,
+    responses: Responses,
+    challenges: u8,
+    challenge: Option<Vec<u8>>,
+}
+
+/// A reply the transaction waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Mail,
+    Rcpt(usize),
+    Data,
+    Bdat,
+    /// After `.` or `BDAT ... LAST`.
+    MessageEnd,
+    /// After the lone `.` sent when DATA got `354` with no accepted recipient.
+    EmptyData,
+}
+
+impl Expect {
+    fn phase(self) -> Phase {
+        match self {
+            Expect::Mail => Phase::Mail,
+            Expect::Rcpt(_) => Phase::Rcpt,
+            Expect::Data => Phase::DataInit,
+            Expect::Bdat => Phase::DataBlock,
+            Expect::MessageEnd | Expect::EmptyData => Phase::DataEnd,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// MAIL, RCPT, DATA replies.
+    Envelope,
+    /// The caller writes the body.
+    Body,
+    /// The end of the message was sent; waiting for the final reply.
+    Finishing,
+    /// A BDAT failed: reading the replies still outstanding, then RSET.
+    Draining,
+}
+
+#[derive(Debug)]
+struct Txn {
+    report: TransactionReport,
+    envelope: Envelope,
+    pipelining: bool,
+    chunking: bool,
+    expect: VecDeque<Expect>,
+    /// Without pipelining: the next recipient to send (DATA after the last).
+    next_rcpt: usize,
+    stage: Stage,
+    encoder: BodyEncoder,
+}
+
+#[derive(Debug)]
+enum State {
+    Greeting,
+    Ehlo { helo: bool },
+    StartTls,
+    TlsHandshake,
+    Ready,
+    Auth(Box<AuthState>),
+    Txn(Box<Txn>),
+    /// RSET sent; `report` is the failed transaction to report once it completes,
+    /// `None` for an RSET the caller asked for.
+    Rset { report: Option<Box<TransactionReport>> },
+    Noop,
+    Quit,
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Greeting => "waiting for the greeting",
+            State::Ehlo { .. } => "waiting for the EHLO reply",
+            State::StartTls => "waiting for the STARTTLS reply",
+            State::TlsHandshake => "waiting for the TLS handshake",
+            State::Ready => "ready",
+            State::Auth(_) => "authenticating",
+            State::Txn(_) => "in a mail transaction",
+            State::Rset { .. } => "waiting for the RSET reply",
+            State::Noop => "waiting for the NOOP reply",
+            State::Quit => "quitting",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// The sans-IO SMTP client. See the crate documentation for the driver contract.
+pub struct Client {
+    config: ClientConfig,
+    state: State,
+    parser: ReplyParser,
+    out: Vec<u8>,
+    sent: usize,
+    scratch: Vec<u8>,
+    events: VecDeque<Event>,
+    timer: Timer,
+    caps: Option<Capabilities>,
+    greeting: Option<Reply>,
+    tls: bool,
+    authenticated: Option<Mechanism>,
+    error: Option<Error>,
+    next_txn: u64,
+}
+
+impl fmt::Debug for Client {
+    /// Shows the state only: the transmit buffer may hold credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state.name())
+            .field("tls", &self.tls)
+            .field("authenticated", &self.authenticated)
+            .field("pending_transmit", &(self.out.len() - self.sent))
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for a connection that has just been opened (and, with
+    /// [`TlsPolicy::Implicit`], whose TLS handshake is done). It waits for the
+    /// greeting; its first deadline is `now + timeouts.greeting`.
+    #[must_use]
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
+        let mut timer = Timer::default();
+        timer.arm(now, Phase::Greeting, &config.timeouts);
+        Client {
+            tls: config.tls == TlsPolicy::Implicit,
+            parser: ReplyParser::new(config.reply_limits),
+            config,
+            state: State::Greeting,
+            out: Vec::new(),
+            sent: 0,
+            scratch: Vec::new(),
+            events: VecDeque::new(),
+            timer,
+            caps: None,
+            greeting: None,
+            authenticated: None,
+            error: None,
+            next_txn: 0,
+        }
+    }
+
+    // ---- outputs -------------------------------------------------------------
+
+    /// Bytes to write to the connection, or `None` when there are none. After
+    /// writing `n` of them, call [`Client::advance_transmit`]. Nothing is
+    /// returned after a fatal error.
+    #[must_use]
+    pub fn poll_transmit(&self) -> Option<&[u8]> {
+        (self.sent < self.out.len()).then(|| &self.out[self.sent..])
+    }
+
+    /// Marks `n` bytes of [`Client::poll_transmit`] as written. `n` larger than
+    /// what is pending is clamped.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.out.len());
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if self.sent > 64 * 1024 && self.sent > self.out.len() / 2 {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// The next event, in the order they happened.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must be called next, if a deadline is set.
+    /// After a timer fired this is never at or before that `now` again.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.error.is_some() {
+            return None;
+        }
+        self.timer.deadline()
+    }
+
+    // ---- inputs --------------------------------------------------------------
+
+    /// Hands over bytes read from the connection. Every byte read must be passed,
+    /// in order, with nothing buffered in between.
+    pub fn handle_input(&mut self, now: Instant, mut input: &[u8]) -> Result<(), Error> {
+        self.check_alive()?;
+        while !input.is_empty() {
+            match self.state {
+                State::TlsHandshake => return self.fail(Error::PlaintextAfterStartTls),
+                // Bytes after the reply to QUIT do not matter any more.
+                State::Closed => return Ok(()),
+                _ => {}
+            }
+            let (n, reply) = match self.parser.parse(input) {
+                Ok(r) => r,
+                Err(error) => {
+                    let phase = self.phase();
+                    return self.fail(Error::Reply { phase, error });
+                }
+            };
+            input = &input[n..];
+            if let Some(reply) = reply {
+                self.on_reply(now, reply)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection reached end of file (the server closed it).
+    pub fn handle_eof(&mut self, _now: Instant) -> Result<(), Error> {
+        self.check_alive()?;
+        match self.state {
+            State::Closed => Ok(()),
+            State::Quit => {
+                self.close(None);
+                Ok(())
+            }
+            _ => {
+                let phase = self.phase();
+                self.fail(Error::ConnectionClosed { phase })
+            }
+        }
+    }
+
+    /// Call when [`Client::poll_timeout`] has passed. Does nothing when no
+    /// deadline has expired.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.check_alive()?;
+        match self.timer.expired(now) {
+            Some(phase) => self.fail(Error::Timeout { phase }),
+            None => Ok(()),
+        }
+    }
+
+    /// The TLS handshake the driver started after [`Event::StartTls`] succeeded.
+    /// The client forgets the plaintext capabilities and sends EHLO again.
+    pub fn handle_tls_established(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.check_command()?;
+        if !matches!(self.state, State::TlsHandshake) {
+            return Err(CommandError::NotReady {
+                state: self.state.name(),
+            });
+        }
+        self.tls = true;
+        self.caps = None;
+        command::write_ehlo(&mut self.out, &self.config.ehlo_name);
+        self.state = State::Ehlo { helo: false };
+        self.timer.arm(now, Phase::Ehlo, &self.config.timeouts);
+        Ok(())
+    }
+
+    // ---- commands ------------------------------------------------------------
+
+    /// Authenticates with `credentials`, using `mechanism` or, when `None`, the
+    /// best mechanism the server offers for these credentials. Returns the
+    /// mechanism chosen; the outcome arrives as [`Event::Authenticated`] or
+    /// [`Event::AuthFailed`].
+    ///
+    /// The initial response goes on the AUTH line when that line fits the
+    /// 512-octet command limit (RFC 4954 §4); a longer one (a JWT access token)
+    /// is sent after the server's `334`.
+    pub fn authenticate(
+        &mut self,
+        now: Instant,
+        credentials: &Credentials,
+        mechanism: Option<Mechanism>,
+    ) -> Result<Mechanism, CommandError> {
+        let caps = self.ready_caps()?;
+        if self.authenticated.is_some() {
+            return Err(CommandError::AlreadyAuthenticated);
+        }
+        if !self.tls && !self.config.dangerous_allow_credentials_without_tls {
+            return Err(CommandError::CredentialsWithoutTls);
+        }
+        let mechanism = match mechanism {
+            Some(m) => {
+                if !credentials.mechanisms().contains(&m) {
+                    return Err(sasl::SaslError::WrongCredentials { mechanism: m }.into());
+                }
+                if !caps.offers(m) {
+                    return Err(CommandError::MechanismNotOffered {
+                        mechanism: m,
+                        offered: caps.auth.clone(),
+                    });
+                }
+                m
+            }
+            None => {
+                if caps.auth.is_empty() && caps.auth_other.is_empty() {
+                    return Err(CommandError::AuthNotOffered);
+                }
+                credentials
+                    .mechanisms()
+                    .iter()
+                    .copied()
+                    .find(|m| caps.offers(*m))
+                    .ok_or_else(|| CommandError::NoCommonMechanism {
+                        offered: caps.auth.clone(),
+                        other: caps.auth_other.clone(),
+                    })?
+            }
+        };
+        let responses = sasl::responses(mechanism, credentials, &self.config.server)?;
+        let name = mechanism.name().as_bytes();
+        let step = if mechanism == Mechanism::Login {
+            self.out.extend_from_slice(b"AUTH LOGIN\r\n");
+            AuthStep::AwaitContinue
+        } else {
+            self.scratch.clear();
+            sasl::encode_response(&responses.first.0, &mut self.scratch);
+            // "AUTH " + name + " " + response + CRLF within 512 octets.
+            if 5 + name.len() + 1 + self.scratch.len() + 2 <= 512 {
+                self.out.extend_from_slice(b"AUTH ");
+                self.out.extend_from_slice(name);
+                self.out.push(b' ');
+                self.out.extend_from_slice(&self.scratch);
+                self.out.extend_from_slice(b"\r\n");
+                AuthStep::SentFirst
+            } else {
+                self.out.extend_from_slice(b"AUTH ");
+                self.out.extend_from_slice(name);
+                self.out.extend_from_slice(b"\r\n");
+                AuthStep::AwaitContinue
+            }
+        };
+        self.scratch.clear();
+        self.state = State::Auth(Box::new(AuthState {
+            mechanism,
+            step,
+            responses,
+            challenges: 0,
+            challenge: None,
+        }));
+        self.timer.arm(now, Phase::Auth, &self.config.timeouts);
+        Ok(mechanism)
+    }
+
+    /// Starts a mail transaction. With PIPELINING, MAIL, every RCPT and DATA go
+    /// out as one group; otherwise one command per reply. When the server is
+    /// ready for the body, [`Event::BodyWritable`] follows; when no recipient
+    /// was accepted, [`Event::TransactionFailed`] follows (after an RSET).
+    ///
+    /// Extensions the envelope needs are checked against the capabilities first:
+    /// a missing one is a [`CommandError`], and nothing is sent.
+    pub fn send_envelope(&mut self, now: Instant, envelope: &Envelope) -> Result<TransactionId, CommandError> {
+        let caps = self.ready_caps()?;
+        if envelope.recipients.is_empty() {
+            return Err(CommandError::NoRecipients);
+        }
+        let require = |ok: bool, extension: &'static str, reason: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(CommandError::ExtensionRequired { extension, reason })
+            }
+        };
+        let smtputf8 = envelope.needs_smtputf8();
+        require(!smtputf8 || caps.smtputf8, "SMTPUTF8", "non-ASCII addresses")?;
+        match envelope.body {
+            BodyType::EightBitMime => require(caps.eight_bit_mime, "8BITMIME", "an 8-bit body")?,
+            BodyType::BinaryMime => {
+                require(caps.binary_mime, "BINARYMIME", "a binary body")?;
+                require(caps.chunking, "CHUNKING", "a binary body")?;
+                require(caps.pipelining, "PIPELINING", "a binary body sent with BDAT")?;
+            }
+            _ => {}
+        }
+        require(!envelope.uses_dsn() || caps.dsn, "DSN", "delivery status notification parameters")?;
+        if envelope.require_tls {
+            require(caps.requiretls, "REQUIRETLS", "REQUIRETLS")?;
+            require(self.tls, "TLS", "REQUIRETLS")?;
+        }
+        let size = match (caps.size, envelope.size, caps.max_size) {
+            (true, Some(size), Some(limit)) if size > limit => {
+                return Err(CommandError::MessageTooLarge { size, limit });
+            }
+            (true, size, _) => size,
+            (false, _, _) => None,
+        };
+        let pipelining = caps.pipelining;
+        let chunking = envelope.body == BodyType::BinaryMime
+            || (self.config.use_chunking && caps.chunking && caps.pipelining);
+        let binary = envelope.body == BodyType::BinaryMime;
+        let encoder = BodyEncoder::new(BodyConfig {
+            dot_stuffing: !chunking,
+            eight_bit: envelope.body != BodyType::SevenBit,
+            binary,
+            long_lines: self.config.long_lines,
+            nul: self.config.nul,
+        });
+        let params = MailParams {
+            size,
+            body: Some(envelope.body).filter(|b| *b != BodyType::SevenBit),
+            smtputf8,
+        };
+        let id = TransactionId(self.next_txn);
+        self.next_txn += 1;
+        command::write_mail(&mut self.out, envelope, params);
+        let mut expect = VecDeque::with_capacity(envelope.recipients.len() + 2);
+        expect.push_back(Expect::Mail);
+        let mut next_rcpt = 0;
+        if pipelining {
+            for (i, rcpt) in envelope.recipients.iter().enumerate() {
+                command::write_rcpt(&mut self.out, rcpt);
+                expect.push_back(Expect::Rcpt(i));
+            }
+            next_rcpt = envelope.recipients.len();
+            if !chunking {
+                self.out.extend_from_slice(b"DATA\r\n");
+                expect.push_back(Expect::Data);
+            }
+        }
+        let report = TransactionReport {
+            id,
+            mail: None,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| RecipientResult {
+                    mailbox: r.mailbox.clone(),
+                    reply: None,
+                })
+                .collect(),
+            data: None,
+            message: None,
+            body: BodyStats::default(),
+        };
+        self.state = State::Txn(Box::new(Txn {
+            report,
+            envelope: envelope.clone(),
+            pipelining,
+            chunking,
+            expect,
+            next_rcpt,
+            stage: Stage::Envelope,
+            encoder,
+        }));
+        self.timer.arm(now, Phase::Mail, &self.config.timeouts);
+        Ok(id)
+    }
+
+    /// Feeds the next bytes of the message (after [`Event::BodyWritable`]).
+    /// Returns how many bytes of `data` were taken: fewer than given (possibly 0)
+    /// when the transmit buffer holds [`ClientConfig::max_pending_body`] bytes;
+    /// write out [`Client::poll_transmit`] and call again with the rest.
+    ///
+    /// A body the encoder refuses (a line over 998 octets, NUL, 8-bit in a 7-bit
+    /// body) fails the connection: DATA cannot be aborted any other way.
+    pub fn write_body(&mut self, now: Instant, data: &[u8]) -> Result<usize, CommandError> {
+        self.check_command()?;
+        let pending = self.out.len() - self.sent;
+        let State::Txn(txn) = &mut self.state else {
+            return Err(CommandError::NotReady {
+                state: self.state.name(),
+            });
+        };
+        if txn.stage != Stage::Body {
+            return Err(CommandError::NotReady {
+                state: "the transaction is not accepting body data",
+            });
+        }
+        let room = self.config.max_pending_body.saturating_sub(pending) / 2;
+        let take = data.len().min(room);
+        if take == 0 {
+            return Ok(0);
+        }
+        let result = if txn.chunking {
+            self.scratch.clear();
+            let r = txn.encoder.encode(&data[..take], &mut self.scratch);
+            if r.is_ok() && !self.scratch.is_empty() {
+                command::write_bdat(&mut self.out, self.scratch.len(), false);
+                self.out.extend_from_slice(&self.scratch);
+                txn.expect.push_back(Expect::Bdat);
+            }
+            r
+        } else {
+            txn.encoder.encode(&data[..take], &mut self.out)
+        };
+        if let Err(e) = result {
+            return Err(CommandError::Failed(self.fail_quiet(Error::Body(e))));
+        }
+        self.timer.arm(now, Phase::DataBlock, &self.config.timeouts);
+        Ok(take)
+    }
+
+    /// Ends the message: writes the DATA terminator (or the last BDAT). The
+    /// outcome arrives as [`Event::Delivered`] or [`Event::TransactionFailed`].
+    pub fn finish_body(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.check_command()?;
+        let State::Txn(txn) = &mut self.state else {
+            return Err(CommandError::NotReady {
+                state: self.state.name(),
+            });
+        };
+        if txn.stage != Stage::Body {
+            return Err(CommandError::NotReady {
+                state: "the transaction is not accepting body data",
+            });
+        }
+        let result = if txn.chunking {
+            self.scratch.clear();
+            let r = txn.encoder.finish(&mut self.scratch);
+            if r.is_ok() {
+                command::write_bdat(&mut self.out, self.scratch.len(), true);
+                self.out.extend_from_slice(&self.scratch);
+            }
+            r
+        } else {
+            txn.encoder.finish(&mut self.out)
+        };
+        match result {
+            Ok(stats) => txn.report.body = stats,
+            Err(e) => return Err(CommandError::Failed(self.fail_quiet(Error::Body(e)))),
+        }
+        txn.expect.push_back(Expect::MessageEnd);
+        txn.stage = Stage::Finishing;
+        let phase = txn.expect.front().map_or(Phase::DataEnd, |e| e.phase());
+        self.timer.arm(now, phase, &self.config.timeouts);
+        Ok(())
+    }
+
+    /// Sends RSET; the reply arrives as [`Event::Reply`].
+    pub fn rset(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.ready_caps()?;
+        self.out.extend_from_slice(b"RSET\r\n");
+        self.state = State::Rset { report: None };
+        self.timer.arm(now, Phase::Rset, &self.config.timeouts);
+        Ok(())
+    }
+
+    /// Sends NOOP (a liveness check for an idle pooled connection); the reply
+    /// arrives as [`Event::Reply`].
+    pub fn noop(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.ready_caps()?;
+        self.out.extend_from_slice(b"NOOP\r\n");
+        self.state = State::Noop;
+        self.timer.arm(now, Phase::Noop, &self.config.timeouts);
+        Ok(())
+    }
+
+    /// Sends QUIT. [`Event::Closed`] follows the server's reply (or its closing
+    /// the connection).
+    pub fn quit(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.ready_caps()?;
+        self.out.extend_from_slice(b"QUIT\r\n");
+        self.state = State::Quit;
+        self.timer.arm(now, Phase::Quit, &self.config.timeouts);
+        Ok(())
+    }
+
+    // ---- accessors -------------------------------------------------------------
+
+    /// The capabilities of the last EHLO, once the session is set up. `None`
+    /// before, and between STARTTLS and the second EHLO (the plaintext ones are
+    /// never used after TLS).
+    #[must_use]
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        match self.state {
+            State::Greeting | State::Ehlo { .. } | State::StartTls | State::TlsHandshake => None,
+            _ => self.caps.as_ref(),
+        }
+    }
+
+    /// The server's greeting, once received.
+    #[must_use]
+    pub fn greeting(&self) -> Option<&Reply> {
+        self.greeting.as_ref()
+    }
+
+    /// `true` when the connection is encrypted.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The mechanism of a successful AUTH on this connection.
+    #[must_use]
+    pub fn authenticated(&self) -> Option<Mechanism> {
+        self.authenticated
+    }
+
+    /// `true` when the machine takes a command (AUTH, a transaction, RSET, NOOP,
+    /// QUIT) now.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.error.is_none() && matches!(self.state, State::Ready)
+    }
+
+    /// `true` after QUIT completed or a fatal error.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The sticky fatal error, if the connection failed.
+    #[must_use]
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    // ---- internals -------------------------------------------------------------
+
+    fn check_alive(&self) -> Result<(), Error> {
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn check_command(&self) -> Result<(), CommandError> {
+        match (&self.error, &self.state) {
+            (Some(e), _) => Err(CommandError::Failed(e.clone())),
+            (None, State::Closed) => Err(CommandError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// The capabilities, when the machine is idle and set up.
+    fn ready_caps(&self) -> Result<&Capabilities, CommandError> {
+        self.check_command()?;
+        match (&self.state, &self.caps) {
+            (State::Ready, Some(caps)) => Ok(caps),
+            (state, _) => Err(CommandError::NotReady { state: state.name() }),
+        }
+    }
+
+    /// What the machine waits for now.
+    fn phase(&self) -> Phase {
+        match &self.state {
+            State::Greeting => Phase::Greeting,
+            State::Ehlo { .. } => Phase::Ehlo,
+            State::StartTls => Phase::StartTls,
+            State::TlsHandshake => Phase::TlsHandshake,
+            State::Ready | State::Closed => Phase::Idle,
+            State::Auth(_) => Phase::Auth,
+            State::Txn(txn) => match (txn.stage, txn.expect.front()) {
+                (Stage::Body, _) => Phase::DataBlock,
+                (_, Some(e)) => e.phase(),
+                (_, None) => Phase::DataBlock,
+            },
+            State::Rset { .. } => Phase::Rset,
+            State::Noop => Phase::Noop,
+            State::Quit => Phase::Quit,
+        }
+    }
+
+    /// Fails the connection for good and reports it.
+    fn fail<T>(&mut self, error: Error) -> Result<T, Error> {
+        Err(self.fail_quiet(error))
+    }
+
+    fn fail_quiet(&mut self, error: Error) -> Error {
+        self.out.clear();
+        self.sent = 0;
+        self.timer.disarm();
+        self.error = Some(error.clone());
+        self.close(Some(error.clone()));
+        error
+    }
+
+    fn close(&mut self, error: Option<Error>) {
+        self.state = State::Closed;
+        self.timer.disarm();
+        self.events.push_back(Event::Closed { error });
+    }
+
+    fn ready(&mut self) {
+        self.state = State::Ready;
+        self.timer.disarm();
+    }
+
+    fn on_reply(&mut self, now: Instant, reply: Reply) -> Result<(), Error> {
+        let phase = self.phase();
+        // 421: the server is shutting the connection down, whatever we asked.
+        if reply.code() == 421 && !matches!(self.state, State::Quit) {
+            return self.fail(Error::ServiceUnavailable { phase, reply });
+        }
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Greeting => {
+                if reply.code() != 220 {
+                    let error = if reply.class() == 5 {
+                        Error::Refused { phase, reply }
+                    } else {
+                        Error::UnexpectedReply { phase, reply }
+                    };
+                    return self.fail(error);
+                }
+                self.greeting = Some(reply);
+                command::write_ehlo(&mut self.out, &self.config.ehlo_name);
+                self.state = State::Ehlo { helo: false };
+                self.timer.arm(now, Phase::Ehlo, &self.config.timeouts);
+            }
+            State::Ehlo { helo } => {
+                if reply.is_positive() {
+                    let caps = if helo {
+                        Capabilities {
+                            server_name: Capabilities::from_ehlo(&reply).server_name,
+                            ..Capabilities::none()
+                        }
+                    } else {
+                        Capabilities::from_ehlo(&reply)
+                    };
+                    return self.after_ehlo(now, caps);
+                }
+                if !helo && reply.is_permanent() {
+                    // RFC 5321 §3.2: fall back to HELO.
+                    command::write_helo(&mut self.out, &self.config.ehlo_name);
+                    self.state = State::Ehlo { helo: true };
+                    self.timer.arm(now, Phase::Ehlo, &self.config.timeouts);
+                } else {
+                    return self.fail(Error::Refused { phase, reply });
+                }
+            }
+            State::StartTls => {
+                if reply.code() == 220 {
+                    self.caps = None;
+                    self.state = State::TlsHandshake;
+                    self.timer.arm(now, Phase::TlsHandshake, &self.config.timeouts);
+                    self.events.push_back(Event::StartTls);
+                } else if self.config.tls == TlsPolicy::StartTlsOpportunistic {
+                    self.ready();
+                    self.events.push_back(Event::Ready { tls: false });
+                } else {
+                    return self.fail(Error::StartTlsRefused { reply });
+                }
+            }
+            State::Ready => return self.fail(Error::UnexpectedReply { phase, reply }),
+            State::Auth(auth) => return self.on_auth_reply(now, auth, reply),
+            State::Txn(txn) => return self.on_txn_reply(now, txn, reply),
+            State::Rset { report } => {
+                if !reply.is_positive() && report.is_some() {
+                    return self.fail(Error::UnexpectedReply { phase, reply });
+                }
+                self.ready();
+                self.events.push_back(match report {
+                    Some(report) => Event::TransactionFailed(*report),
+                    None => Event::Reply(reply),
+                });
+            }
+            State::Noop => {
+                self.ready();
+                self.events.push_back(Event::Reply(reply));
+            }
+            State::Quit => self.close(None),
+            State::TlsHandshake | State::Closed => {
+                // handle_input never parses in these states.
+                return self.fail(Error::UnexpectedReply { phase, reply });
+            }
+        }
+        Ok(())
+    }
+
+    fn after_ehlo(&mut self, now: Instant, caps: Capabilities) -> Result<(), Error> {
+        let starttls = caps.starttls;
+        self.caps = Some(caps);
+        let wants_tls = matches!(
+            self.config.tls,
+            TlsPolicy::StartTlsRequired | TlsPolicy::StartTlsOpportunistic
+        );
+        if !self.tls && wants_tls && starttls {
+            self.out.extend_from_slice(b"STARTTLS\r\n");
+            self.state = State::StartTls;
+            self.timer.arm(now, Phase::StartTls, &self.config.timeouts);
+            return Ok(());
+        }
+        if !self.tls && self.config.tls == TlsPolicy::StartTlsRequired {
+            return self.fail(Error::StartTlsUnavailable);
+        }
+        self.ready();
+        self.events.push_back(Event::Ready { tls: self.tls });
+        Ok(())
+    }
+
+    fn on_auth_reply(&mut self, now: Instant, mut auth: Box<AuthState>, reply: Reply) -> Result<(), Error> {
+        let phase = Phase::Auth;
+        if reply.code() == 334 {
+            let respond = |out: &mut Vec<u8>, raw: &[u8]| {
+                sasl::encode_response(raw, out);
+                out.extend_from_slice(b"\r\n");
+            };
+            match auth.step {
+                AuthStep::AwaitContinue => {
+                    respond(&mut self.out, &auth.responses.first.0);
+                    auth.step = AuthStep::SentFirst;
+                }
+                AuthStep::SentFirst if auth.mechanism == Mechanism::Login => {
+                    let second = auth.responses.second.take().unwrap_or(SecretBytes(Vec::new()));
+                    respond(&mut self.out, &second.0);
+                    auth.step = AuthStep::SentSecond;
+                }
+                AuthStep::SentFirst
+                    if auth.mechanism.uses_token() && auth.challenges < self.config.max_auth_challenges =>
+                {
+                    // The error challenge (RFC 7628 §3.2.3, Google's XOAUTH2):
+                    // keep it for the report and acknowledge it.
+                    auth.challenges += 1;
+                    let text = reply.first_line();
+                    auth.challenge = Some(sasl::decode_challenge(text).unwrap_or_else(|| text.to_vec()));
+                    if auth.mechanism == Mechanism::OAuthBearer {
+                        self.out.extend_from_slice(b"AQ==\r\n");
+                    } else {
+                        self.out.extend_from_slice(b"\r\n");
+                    }
+                    auth.step = AuthStep::SentErrorAck;
+                }
+                AuthStep::SentFirst | AuthStep::SentSecond | AuthStep::SentErrorAck => {
+                    if auth.challenge.is_none() {
+                        let text = reply.first_line();
+                        auth.challenge = Some(sasl::decode_challenge(text).unwrap_or_else(|| text.to_vec()));
+                    }
+                    self.out.extend_from_slice(b"*\r\n");
+                    auth.step = AuthStep::Cancelled;
+                }
+                AuthStep::Cancelled => {
+                    return self.fail(Error::UnexpectedReply { phase, reply });
+                }
+            }
+            self.state = State::Auth(auth);
+            self.timer.arm(now, Phase::Auth, &self.config.timeouts);
+            return Ok(());
+        }
+        self.ready();
+        if reply.is_positive() && auth.step != AuthStep::Cancelled {
+            self.authenticated = Some(auth.mechanism);
+            self.events.push_back(Event::Authenticated {
+                mechanism: auth.mechanism,
+                reply,
+            });
+        } else {
+            let kind = classify_auth_failure(auth.mechanism, &reply, auth.step == AuthStep::Cancelled);
+            self.events.push_back(Event::AuthFailed(AuthFailure {
+                mechanism: auth.mechanism,
+                reply,
+                challenge: auth.challenge.take(),
+                kind,
+            }));
+        }
+        Ok(())
+    }
+
+    fn on_txn_reply(&mut self, now: Instant, mut txn: Box<Txn>, reply: Reply) -> Result<(), Error> {
+        let Some(expect) = txn.expect.pop_front() else {
+            // Nothing outstanding: the server talks while the body is written.
+            let phase = Phase::DataBlock;
+            return self.fail(Error::UnexpectedReply { phase, reply });
+        };
+        match expect {
+            Expect::Mail => {
+                let ok = reply.is_positive();
+                txn.report.mail = Some(reply);
+                if !txn.pipelining {
+                    if ok {
+                        self.send_next_envelope_command(&mut txn);
+                    } else {
+                        return Ok(self.fail_transaction(now, txn));
+                    }
+                }
+            }
+            Expect::Rcpt(i) => {
+                if let Some(r) = txn.report.recipients.get_mut(i) {
+                    r.reply = Some(reply);
+                }
+                if !txn.pipelining {
+                    self.send_next_envelope_command(&mut txn);
+                }
+                // Every envelope reply is in and nothing more was sent: BDAT
+                // path, or no recipient accepted.
+                if txn.expect.is_empty() && txn.stage == Stage::Envelope {
+                    return Ok(self.envelope_done(now, txn));
+                }
+            }
+            Expect::Data => {
+                let go = reply.code() == 354;
+                txn.report.data = Some(reply);
+                if go && Self::envelope_accepted(&txn) {
+                    txn.stage = Stage::Body;
+                    let id = txn.report.id;
+                    self.state = State::Txn(txn);
+                    self.timer.arm(now, Phase::DataBlock, &self.config.timeouts);
+                    self.events.push_back(Event::BodyWritable { id });
+                    return Ok(());
+                }
+                if go {
+                    // 354 without any accepted recipient (RFC 2920 §3.1): end
+                    // the data at once with an empty message.
+                    self.out.extend_from_slice(b".\r\n");
+                    txn.expect.push_back(Expect::EmptyData);
+                    txn.stage = Stage::Finishing;
+                } else {
+                    return Ok(self.fail_transaction(now, txn));
+                }
+            }
+            Expect::Bdat => {
+                if !reply.is_positive() {
+                    txn.report.message = Some(reply);
+                    txn.stage = Stage::Draining;
+                }
+                if txn.stage == Stage::Draining && txn.expect.is_empty() {
+                    return Ok(self.fail_transaction(now, txn));
+                }
+            }
+            Expect::MessageEnd => {
+                let ok = reply.is_positive();
+                if txn.stage != Stage::Draining {
+                    txn.report.message = Some(reply);
+                }
+                if txn.stage == Stage::Draining {
+                    return Ok(self.fail_transaction(now, txn));
+                }
+                self.ready();
+                let report = txn.report;
+                let delivered = ok && report.recipients.iter().any(RecipientResult::accepted);
+                self.events.push_back(if delivered {
+                    Event::Delivered(report)
+                } else {
+                    Event::TransactionFailed(report)
+                });
+                return Ok(());
+            }
+            Expect::EmptyData => return Ok(self.fail_transaction(now, txn)),
+        }
+        let phase = match (txn.stage, txn.expect.front()) {
+            (Stage::Body, _) => Phase::DataBlock,
+            (_, Some(e)) => e.phase(),
+            (_, None) => Phase::DataBlock,
+        };
+        self.state = State::Txn(txn);
+        self.timer.arm(now, phase, &self.config.timeouts);
+        Ok(())
+    }
+
+    /// Without pipelining: sends the next RCPT, then DATA (or starts BDAT) after
+    /// the last, when MAIL and a recipient were accepted.
+    fn send_next_envelope_command(&mut self, txn: &mut Txn) {
+        if let Some(rcpt) = txn.envelope.recipients.get(txn.next_rcpt) {
+            command::write_rcpt(&mut self.out, rcpt);
+            txn.expect.push_back(Expect::Rcpt(txn.next_rcpt));
+            txn.next_rcpt += 1;
+        } else if !txn.chunking && Self::envelope_accepted(txn) {
+            self.out.extend_from_slice(b"DATA\r\n");
+            txn.expect.push_back(Expect::Data);
+        }
+    }
+
+    fn envelope_accepted(txn: &Txn) -> bool {
+        txn.report.mail.as_ref().is_some_and(Reply::is_positive)
+            && txn.report.recipients.iter().any(RecipientResult::accepted)
+    }
+
+    /// All envelope replies are in and no DATA is outstanding: start the BDAT
+    /// body, or fail when MAIL or every recipient was refused.
+    fn envelope_done(&mut self, now: Instant, mut txn: Box<Txn>) {
+        if !Self::envelope_accepted(&txn) {
+            return self.fail_transaction(now, txn);
+        }
+        txn.stage = Stage::Body;
+        let id = txn.report.id;
+        self.state = State::Txn(txn);
+        self.timer.arm(now, Phase::DataBlock, &self.config.timeouts);
+        self.events.push_back(Event::BodyWritable { id });
+    }
+
+    /// Ends a failed transaction with RSET; the report is delivered once the
+    /// RSET completes, so the caller finds the machine ready.
+    fn fail_transaction(&mut self, now: Instant, txn: Box<Txn>) {
+        let txn = *txn;
+        let mut report = txn.report;
+        report.body = txn.encoder.stats();
+        self.out.extend_from_slice(b"RSET\r\n");
+        self.state = State::Rset {
+            report: Some(Box::new(report)),
+        };
+        self.timer.arm(now, Phase::Rset, &self.config.timeouts);
+    }
+}

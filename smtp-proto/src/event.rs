@@ -1,0 +1,211 @@
+//! What the client machine tells its driver.
+
+use std::fmt;
+
+use crate::address::Mailbox;
+use crate::body::BodyStats;
+use crate::error::Error;
+use crate::reply::Reply;
+use crate::sasl::Mechanism;
+
+/// Identifies one transaction on a connection, in the order they were started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TransactionId(pub u64);
+
+/// An event from [`crate::Client::poll_event`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+#[must_use]
+pub enum Event {
+    /// The session is set up (greeting, EHLO, and STARTTLS with the second EHLO
+    /// when it applies): the machine takes AUTH and transactions now.
+    Ready {
+        /// `true` when the connection is encrypted (implicit TLS or STARTTLS).
+        tls: bool,
+    },
+    /// The server agreed to STARTTLS. The driver must now run the TLS handshake
+    /// on the same socket, with no buffered plaintext in between, and then call
+    /// [`crate::Client::handle_tls_established`].
+    StartTls,
+    /// AUTH succeeded.
+    Authenticated {
+        /// The mechanism used.
+        mechanism: Mechanism,
+        /// The `235` reply.
+        reply: Reply,
+    },
+    /// AUTH failed; the connection stays usable for another attempt.
+    AuthFailed(AuthFailure),
+    /// The server is ready for the message body: feed it with
+    /// [`crate::Client::write_body`] and end it with
+    /// [`crate::Client::finish_body`].
+    BodyWritable {
+        /// The transaction.
+        id: TransactionId,
+    },
+    /// The message was accepted for at least one recipient. Rejected recipients,
+    /// if any, are in the report.
+    Delivered(TransactionReport),
+    /// The message was not accepted for any recipient. The client has sent RSET
+    /// (when the dialogue allows it), so the connection stays usable.
+    TransactionFailed(TransactionReport),
+    /// The reply to an explicit RSET or NOOP.
+    Reply(Reply),
+    /// The connection is over: after QUIT (`error` is `None`) or a fatal error.
+    /// The driver closes the socket. Nothing is sent after this event.
+    Closed {
+        /// The fatal error, if the connection failed.
+        error: Option<Error>,
+    },
+}
+
+/// The outcome of one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientResult {
+    /// The recipient.
+    pub mailbox: Mailbox,
+    /// The reply to its RCPT, or `None` when RCPT was never sent for it (MAIL
+    /// failed without pipelining).
+    pub reply: Option<Reply>,
+}
+
+impl RecipientResult {
+    /// `true` when the server accepted the recipient.
+    #[must_use]
+    pub fn accepted(&self) -> bool {
+        self.reply.as_ref().is_some_and(Reply::is_positive)
+    }
+}
+
+/// Everything the server said about one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransactionReport {
+    /// The transaction.
+    pub id: TransactionId,
+    /// The reply to MAIL FROM.
+    pub mail: Option<Reply>,
+    /// One entry per recipient, in envelope order.
+    pub recipients: Vec<RecipientResult>,
+    /// The reply to DATA (`354` or a refusal); `None` with BDAT or when DATA was
+    /// not sent.
+    pub data: Option<Reply>,
+    /// The reply after the message (end of data, or the last BDAT), or the BDAT
+    /// reply that failed.
+    pub message: Option<Reply>,
+    /// Counts from the body encoder.
+    pub body: BodyStats,
+}
+
+impl TransactionReport {
+    /// Recipients the server accepted.
+    pub fn accepted(&self) -> impl Iterator<Item = &RecipientResult> {
+        self.recipients.iter().filter(|r| r.accepted())
+    }
+
+    /// Recipients the server did not accept.
+    pub fn rejected(&self) -> impl Iterator<Item = &RecipientResult> {
+        self.recipients.iter().filter(|r| !r.accepted())
+    }
+
+    /// `true` when the message was accepted for every recipient.
+    #[must_use]
+    pub fn all_accepted(&self) -> bool {
+        self.message.as_ref().is_some_and(Reply::is_positive) && self.recipients.iter().all(RecipientResult::accepted)
+    }
+
+    /// The reply that decided a failure: the first non-positive among MAIL, DATA
+    /// and the message reply, or the last recipient refusal when all were refused.
+    #[must_use]
+    pub fn decisive_reply(&self) -> Option<&Reply> {
+        fn failed(r: &Option<Reply>) -> Option<&Reply> {
+            r.as_ref().filter(|r| !r.is_positive() && !r.is_intermediate())
+        }
+        failed(&self.mail)
+            .or_else(|| failed(&self.message))
+            .or_else(|| failed(&self.data))
+            .or_else(|| self.recipients.iter().rev().find_map(|r| failed(&r.reply)))
+    }
+}
+
+/// Why AUTH failed, as far as the client can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthFailureKind {
+    /// A token mechanism got a permanent refusal that a fresh token may cure
+    /// (expired or revoked token, wrong scope): fetch a new token once and try
+    /// again, once.
+    TokenRejected,
+    /// The user name or password was refused.
+    CredentialsRejected,
+    /// A temporary failure (`454 4.7.0`: the server could not check the
+    /// credentials, for example its token introspection was down). Try later.
+    Temporary,
+    /// A setting on the server side refuses this login whatever the
+    /// credentials (`5.7.139` SMTP AUTH disabled, `504` mechanism unknown,
+    /// `523`/`530`/`538` encryption required). Retrying will not help.
+    Configuration,
+    /// The client cancelled the exchange (`*`) because the server kept
+    /// challenging, or challenged a mechanism that takes no challenge.
+    Cancelled,
+}
+
+/// The details of a failed AUTH.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// The mechanism tried.
+    pub mechanism: Mechanism,
+    /// The final reply.
+    pub reply: Reply,
+    /// The decoded error challenge the server sent before the final reply (for
+    /// XOAUTH2 and OAUTHBEARER a JSON document such as
+    /// `{"status":"401","schemes":"bearer","scope":"..."}`), when there was one.
+    pub challenge: Option<Vec<u8>>,
+    /// The classification.
+    pub kind: AuthFailureKind,
+}
+
+impl AuthFailure {
+    /// `true` when fetching a fresh token and authenticating once more may
+    /// succeed. A driver does that at most once per connection attempt.
+    #[must_use]
+    pub fn token_refresh_may_help(&self) -> bool {
+        self.kind == AuthFailureKind::TokenRejected
+    }
+
+    /// The challenge as text (lossy UTF-8), when there was one.
+    #[must_use]
+    pub fn challenge_text(&self) -> Option<String> {
+        self.challenge.as_deref().map(|c| String::from_utf8_lossy(c).into_owned())
+    }
+}
+
+impl fmt::Debug for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthFailure")
+            .field("mechanism", &self.mechanism)
+            .field("reply", &self.reply)
+            .field("challenge", &self.challenge_text())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// Classifies a failed AUTH from its final reply.
+pub(crate) fn classify_auth_failure(mechanism: Mechanism, reply: &Reply, cancelled: bool) -> AuthFailureKind {
+    if cancelled {
+        return AuthFailureKind::Cancelled;
+    }
+    if reply.is_transient() {
+        return AuthFailureKind::Temporary;
+    }
+    let enhanced = reply.enhanced().map(|e| (e.subject, e.detail));
+    let configuration = matches!(reply.code(), 504 | 523 | 530 | 538)
+        || matches!(enhanced, Some((7, 139)) | Some((7, 30)) | Some((7, 10)) | Some((7, 11)));
+    if configuration {
+        AuthFailureKind::Configuration
+    } else if mechanism.uses_token() {
+        AuthFailureKind::TokenRejected
+    } else {
+        AuthFailureKind::CredentialsRejected
+    }
+}
