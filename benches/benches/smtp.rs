@@ -29,7 +29,12 @@ fn body(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 let (mut start, mut cr) = (true, false);
-                black_box(byte_loop_encode(black_box(input), &mut out, &mut start, &mut cr))
+                black_box(byte_loop_encode(
+                    black_box(input),
+                    &mut out,
+                    &mut start,
+                    &mut cr,
+                ))
             })
         });
         group.bench_with_input(BenchmarkId::new("memcpy", name), input, |b, input| {

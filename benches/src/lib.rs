@@ -16,8 +16,24 @@ pub fn lf_text(len: usize) -> Vec<u8> {
 
 fn text(len: usize, eol: &[u8]) -> Vec<u8> {
     const WORDS: &[&[u8]] = &[
-        b"lorem", b"ipsum", b"dolor", b"sit", b"amet", b"consectetur", b"adipiscing", b"elit", b"sed",
-        b"do", b"eiusmod", b"tempor", b"incididunt", b"ut", b"labore", b"et", b"dolore", b"magna",
+        b"lorem",
+        b"ipsum",
+        b"dolor",
+        b"sit",
+        b"amet",
+        b"consectetur",
+        b"adipiscing",
+        b"elit",
+        b"sed",
+        b"do",
+        b"eiusmod",
+        b"tempor",
+        b"incididunt",
+        b"ut",
+        b"labore",
+        b"et",
+        b"dolore",
+        b"magna",
     ];
     let mut out = Vec::with_capacity(len + 80);
     let mut line = 0usize;
@@ -53,7 +69,11 @@ pub fn eight_bit(len: usize) -> Vec<u8> {
             state ^= state << 5;
             let b = (state >> 24) as u8;
             // No CR, LF or NUL inside the line: those are line structure.
-            out.push(if matches!(b, 0 | b'\r' | b'\n') { b'x' } else { b });
+            out.push(if matches!(b, 0 | b'\r' | b'\n') {
+                b'x'
+            } else {
+                b
+            });
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -64,7 +84,12 @@ pub fn eight_bit(len: usize) -> Vec<u8> {
 /// A byte-at-a-time encoder: the algorithm lettre 0.11 and mail-send use (their
 /// codecs are private), with the same output as postern's encoder for DATA.
 #[must_use]
-pub fn byte_loop_encode(input: &[u8], out: &mut Vec<u8>, at_line_start: &mut bool, prev_cr: &mut bool) -> usize {
+pub fn byte_loop_encode(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    at_line_start: &mut bool,
+    prev_cr: &mut bool,
+) -> usize {
     let start = out.len();
     for &b in input {
         match b {

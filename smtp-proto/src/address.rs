@@ -102,7 +102,9 @@ impl Domain {
                     return Err(AddressError::InvalidChar { ch, part: "domain" });
                 }
             } else if let Some(ch) = label.chars().find(|c| {
-                c.is_control() || c.is_whitespace() || matches!(c, '@' | '<' | '>' | '[' | ']' | '\u{feff}')
+                c.is_control()
+                    || c.is_whitespace()
+                    || matches!(c, '@' | '<' | '>' | '[' | ']' | '\u{feff}')
             }) {
                 return Err(AddressError::InvalidChar { ch, part: "domain" });
             }
@@ -261,7 +263,12 @@ fn check_local_part(local: &str) -> Result<(), AddressError> {
                 }
                 c if (' '..='~').contains(&c) => {}
                 c if !c.is_ascii() && !c.is_control() => {}
-                ch => return Err(AddressError::InvalidChar { ch, part: "local part" }),
+                ch => {
+                    return Err(AddressError::InvalidChar {
+                        ch,
+                        part: "local part",
+                    });
+                }
             }
         }
         return Ok(());
@@ -330,7 +337,8 @@ impl Mailbox {
     /// the SMTPUTF8 parameter.
     #[must_use]
     pub fn needs_smtputf8(&self) -> bool {
-        !self.local.is_ascii() || matches!(&self.domain, MailDomain::Domain(d) if d.needs_smtputf8())
+        !self.local.is_ascii()
+            || matches!(&self.domain, MailDomain::Domain(d) if d.needs_smtputf8())
     }
 }
 
@@ -393,7 +401,9 @@ mod tests {
         assert!(Mailbox::parse("\"a b@c\"@example.com").is_ok());
         assert!(Mailbox::parse("user@[192.0.2.1]").is_ok());
         assert_eq!(
-            Mailbox::parse("user@[IPv6:2001:db8::1]").unwrap().to_string(),
+            Mailbox::parse("user@[IPv6:2001:db8::1]")
+                .unwrap()
+                .to_string(),
             "user@[IPv6:2001:db8::1]"
         );
         let u = Mailbox::parse("用户@例子.广告").unwrap();
@@ -432,9 +442,18 @@ mod tests {
 
     #[test]
     fn client_names() {
-        assert_eq!(ClientName::parse("mail.example.com").unwrap().to_string(), "mail.example.com");
-        assert_eq!(ClientName::parse("[10.0.0.1]").unwrap().to_string(), "[10.0.0.1]");
-        assert_eq!(ClientName::parse("[ipv6:::1]").unwrap().to_string(), "[IPv6:::1]");
+        assert_eq!(
+            ClientName::parse("mail.example.com").unwrap().to_string(),
+            "mail.example.com"
+        );
+        assert_eq!(
+            ClientName::parse("[10.0.0.1]").unwrap().to_string(),
+            "[10.0.0.1]"
+        );
+        assert_eq!(
+            ClientName::parse("[ipv6:::1]").unwrap().to_string(),
+            "[IPv6:::1]"
+        );
         assert!(ClientName::parse("例子.广告").is_err());
         assert!(ClientName::parse("bad name").is_err());
         assert!(ClientName::parse("").is_err());

@@ -162,7 +162,9 @@ struct Txn {
 #[derive(Debug)]
 enum State {
     Greeting,
-    Ehlo { helo: bool },
+    Ehlo {
+        helo: bool,
+    },
     StartTls,
     TlsHandshake,
     Ready,
@@ -170,7 +172,9 @@ enum State {
     Txn(Box<Txn>),
     /// RSET sent; `report` is the failed transaction to report once it completes,
     /// `None` for an RSET the caller asked for.
-    Rset { report: Option<Box<TransactionReport>> },
+    Rset {
+        report: Option<Box<TransactionReport>>,
+    },
     Noop,
     Quit,
     Closed,
@@ -454,7 +458,11 @@ impl Client {
     ///
     /// Extensions the envelope needs are checked against the capabilities first:
     /// a missing one is a [`CommandError`], and nothing is sent.
-    pub fn send_envelope(&mut self, now: Instant, envelope: &Envelope) -> Result<TransactionId, CommandError> {
+    pub fn send_envelope(
+        &mut self,
+        now: Instant,
+        envelope: &Envelope,
+    ) -> Result<TransactionId, CommandError> {
         let caps = self.ready_caps()?;
         if envelope.recipients.is_empty() {
             return Err(CommandError::NoRecipients);
@@ -467,17 +475,29 @@ impl Client {
             }
         };
         let smtputf8 = envelope.needs_smtputf8();
-        require(!smtputf8 || caps.smtputf8, "SMTPUTF8", "non-ASCII addresses")?;
+        require(
+            !smtputf8 || caps.smtputf8,
+            "SMTPUTF8",
+            "non-ASCII addresses",
+        )?;
         match envelope.body {
             BodyType::EightBitMime => require(caps.eight_bit_mime, "8BITMIME", "an 8-bit body")?,
             BodyType::BinaryMime => {
                 require(caps.binary_mime, "BINARYMIME", "a binary body")?;
                 require(caps.chunking, "CHUNKING", "a binary body")?;
-                require(caps.pipelining, "PIPELINING", "a binary body sent with BDAT")?;
+                require(
+                    caps.pipelining,
+                    "PIPELINING",
+                    "a binary body sent with BDAT",
+                )?;
             }
             _ => {}
         }
-        require(!envelope.uses_dsn() || caps.dsn, "DSN", "delivery status notification parameters")?;
+        require(
+            !envelope.uses_dsn() || caps.dsn,
+            "DSN",
+            "delivery status notification parameters",
+        )?;
         if envelope.require_tls {
             require(caps.requiretls, "REQUIRETLS", "REQUIRETLS")?;
             require(self.tls, "TLS", "REQUIRETLS")?;
@@ -732,7 +752,9 @@ impl Client {
         self.check_command()?;
         match (&self.state, &self.caps) {
             (State::Ready, Some(caps)) => Ok(caps),
-            (state, _) => Err(CommandError::NotReady { state: state.name() }),
+            (state, _) => Err(CommandError::NotReady {
+                state: state.name(),
+            }),
         }
     }
 
@@ -827,7 +849,8 @@ impl Client {
                 if reply.code() == 220 {
                     self.caps = None;
                     self.state = State::TlsHandshake;
-                    self.timer.arm(now, Phase::TlsHandshake, &self.config.timeouts);
+                    self.timer
+                        .arm(now, Phase::TlsHandshake, &self.config.timeouts);
                     self.events.push_back(Event::StartTls);
                 } else if self.config.tls == TlsPolicy::StartTlsOpportunistic {
                     self.ready();
@@ -883,7 +906,12 @@ impl Client {
         Ok(())
     }
 
-    fn on_auth_reply(&mut self, now: Instant, mut auth: Box<AuthState>, reply: Reply) -> Result<(), Error> {
+    fn on_auth_reply(
+        &mut self,
+        now: Instant,
+        mut auth: Box<AuthState>,
+        reply: Reply,
+    ) -> Result<(), Error> {
         let phase = Phase::Auth;
         if reply.code() == 334 {
             let respond = |out: &mut Vec<u8>, raw: &[u8]| {
@@ -896,18 +924,24 @@ impl Client {
                     auth.step = AuthStep::SentFirst;
                 }
                 AuthStep::SentFirst if auth.mechanism == Mechanism::Login => {
-                    let second = auth.responses.second.take().unwrap_or(SecretBytes(Vec::new()));
+                    let second = auth
+                        .responses
+                        .second
+                        .take()
+                        .unwrap_or(SecretBytes(Vec::new()));
                     respond(&mut self.out, &second.0);
                     auth.step = AuthStep::SentSecond;
                 }
                 AuthStep::SentFirst
-                    if auth.mechanism.uses_token() && auth.challenges < self.config.max_auth_challenges =>
+                    if auth.mechanism.uses_token()
+                        && auth.challenges < self.config.max_auth_challenges =>
                 {
                     // The error challenge (RFC 7628 §3.2.3, Google's XOAUTH2):
                     // keep it for the report and acknowledge it.
                     auth.challenges += 1;
                     let text = reply.first_line();
-                    auth.challenge = Some(sasl::decode_challenge(text).unwrap_or_else(|| text.to_vec()));
+                    auth.challenge =
+                        Some(sasl::decode_challenge(text).unwrap_or_else(|| text.to_vec()));
                     if auth.mechanism == Mechanism::OAuthBearer {
                         self.out.extend_from_slice(b"AQ==\r\n");
                     } else {
@@ -918,7 +952,8 @@ impl Client {
                 AuthStep::SentFirst | AuthStep::SentSecond | AuthStep::SentErrorAck => {
                     if auth.challenge.is_none() {
                         let text = reply.first_line();
-                        auth.challenge = Some(sasl::decode_challenge(text).unwrap_or_else(|| text.to_vec()));
+                        auth.challenge =
+                            Some(sasl::decode_challenge(text).unwrap_or_else(|| text.to_vec()));
                     }
                     self.out.extend_from_slice(b"*\r\n");
                     auth.step = AuthStep::Cancelled;
@@ -939,7 +974,8 @@ impl Client {
                 reply,
             });
         } else {
-            let kind = classify_auth_failure(auth.mechanism, &reply, auth.step == AuthStep::Cancelled);
+            let kind =
+                classify_auth_failure(auth.mechanism, &reply, auth.step == AuthStep::Cancelled);
             self.events.push_back(Event::AuthFailed(AuthFailure {
                 mechanism: auth.mechanism,
                 reply,
@@ -964,7 +1000,8 @@ impl Client {
                     if ok {
                         self.send_next_envelope_command(&mut txn);
                     } else {
-                        return Ok(self.fail_transaction(now, txn));
+                        self.fail_transaction(now, txn);
+                        return Ok(());
                     }
                 }
             }
@@ -978,7 +1015,8 @@ impl Client {
                 // Every envelope reply is in and nothing more was sent: BDAT
                 // path, or no recipient accepted.
                 if txn.expect.is_empty() && txn.stage == Stage::Envelope {
-                    return Ok(self.envelope_done(now, txn));
+                    self.envelope_done(now, txn);
+                    return Ok(());
                 }
             }
             Expect::Data => {
@@ -999,16 +1037,19 @@ impl Client {
                     txn.expect.push_back(Expect::EmptyData);
                     txn.stage = Stage::Finishing;
                 } else {
-                    return Ok(self.fail_transaction(now, txn));
+                    self.fail_transaction(now, txn);
+                    return Ok(());
                 }
             }
             Expect::Bdat => {
-                if !reply.is_positive() {
+                // The first refused chunk decides; later replies (503) follow from it.
+                if !reply.is_positive() && txn.stage != Stage::Draining {
                     txn.report.message = Some(reply);
                     txn.stage = Stage::Draining;
                 }
                 if txn.stage == Stage::Draining && txn.expect.is_empty() {
-                    return Ok(self.fail_transaction(now, txn));
+                    self.fail_transaction(now, txn);
+                    return Ok(());
                 }
             }
             Expect::MessageEnd => {
@@ -1017,7 +1058,8 @@ impl Client {
                     txn.report.message = Some(reply);
                 }
                 if txn.stage == Stage::Draining {
-                    return Ok(self.fail_transaction(now, txn));
+                    self.fail_transaction(now, txn);
+                    return Ok(());
                 }
                 self.ready();
                 let report = txn.report;
@@ -1029,7 +1071,10 @@ impl Client {
                 });
                 return Ok(());
             }
-            Expect::EmptyData => return Ok(self.fail_transaction(now, txn)),
+            Expect::EmptyData => {
+                self.fail_transaction(now, txn);
+                return Ok(());
+            }
         }
         let phase = match (txn.stage, txn.expect.front()) {
             (Stage::Body, _) => Phase::DataBlock,

@@ -41,7 +41,10 @@ impl EsmtpParam {
             if value.is_empty() {
                 return Err(AddressError::Empty);
             }
-            if let Some(ch) = value.chars().find(|&c| !('!'..='~').contains(&c) || c == '=') {
+            if let Some(ch) = value
+                .chars()
+                .find(|&c| !('!'..='~').contains(&c) || c == '=')
+            {
                 return Err(AddressError::InvalidChar {
                     ch,
                     part: "ESMTP value",
@@ -212,7 +215,10 @@ pub struct Envelope {
 impl Envelope {
     /// An envelope with default parameters.
     #[must_use]
-    pub fn new(from: impl Into<ReversePath>, recipients: impl IntoIterator<Item = Mailbox>) -> Self {
+    pub fn new(
+        from: impl Into<ReversePath>,
+        recipients: impl IntoIterator<Item = Mailbox>,
+    ) -> Self {
         Envelope {
             from: from.into(),
             recipients: recipients.into_iter().map(Recipient::from).collect(),
@@ -369,7 +375,8 @@ mod tests {
         let mut env = Envelope::new(mb("a@example.com"), [mb("b@example.org")]);
         env.dsn_return = Some(DsnReturn::Headers);
         env.dsn_envelope_id = Some(XText::new("id+1", 100).unwrap());
-        env.extra.push(EsmtpParam::new("MT-PRIORITY", Some("3")).unwrap());
+        env.extra
+            .push(EsmtpParam::new("MT-PRIORITY", Some("3")).unwrap());
         let mut out = Vec::new();
         write_mail(
             &mut out,

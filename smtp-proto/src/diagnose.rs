@@ -42,7 +42,9 @@ fn contains(reply: &Reply, needle: &str) -> bool {
 #[must_use]
 pub fn diagnose(context: Context, reply: &Reply) -> Option<Diagnosis> {
     let e = reply.enhanced().map(|e| (e.class, e.subject, e.detail));
-    let microsoft = contains(reply, "outlook.com") || contains(reply, "outlook.cn") || contains(reply, "office365");
+    let microsoft = contains(reply, "outlook.com")
+        || contains(reply, "outlook.cn")
+        || contains(reply, "office365");
     let google = contains(reply, "gsmtp") || contains(reply, "google.com");
     let d = |id, fix| Some(Diagnosis { id, fix });
     match (context, reply.code(), e) {
@@ -101,11 +103,15 @@ pub fn diagnose(context: Context, reply: &Reply) -> Option<Diagnosis> {
             "the authenticated mailbox may not send as this From address: send from the \
              authenticated mailbox or grant Send As permission",
         ),
-        (Context::Mail | Context::Data, 550 | 554, _) if microsoft && contains(reply, "SendAsDenied") => d(
-            "ms.smtp.send_as_denied",
-            "the authenticated mailbox may not send as this From address: send from the \
+        (Context::Mail | Context::Data, 550 | 554, _)
+            if microsoft && contains(reply, "SendAsDenied") =>
+        {
+            d(
+                "ms.smtp.send_as_denied",
+                "the authenticated mailbox may not send as this From address: send from the \
              authenticated mailbox or grant Send As permission",
-        ),
+            )
+        }
         (_, _, Some((5, 7, 57))) => d(
             "ms.smtp.not_authenticated",
             "the server requires authentication before MAIL FROM: authenticate first",
@@ -131,25 +137,38 @@ mod tests {
     fn microsoft_and_google() {
         let disabled = reply(b"535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. [MN2PR05CA0004.namprd05.prod.outlook.com]\r\n");
         assert_eq!(
-            diagnose(Context::Auth(Mechanism::XOAuth2), &disabled).unwrap().id,
+            diagnose(Context::Auth(Mechanism::XOAuth2), &disabled)
+                .unwrap()
+                .id,
             "ms.smtp.auth_disabled"
         );
-        let not_mapped = reply(b"535 5.7.3 Authentication unsuccessful [SN2PR00CA0018.namprd00.prod.outlook.com]\r\n");
+        let not_mapped = reply(
+            b"535 5.7.3 Authentication unsuccessful [SN2PR00CA0018.namprd00.prod.outlook.com]\r\n",
+        );
         assert_eq!(
-            diagnose(Context::Auth(Mechanism::XOAuth2), &not_mapped).unwrap().id,
+            diagnose(Context::Auth(Mechanism::XOAuth2), &not_mapped)
+                .unwrap()
+                .id,
             "ms.smtp.mailbox_not_mapped"
         );
         assert_eq!(
-            diagnose(Context::Auth(Mechanism::Login), &not_mapped).unwrap().id,
+            diagnose(Context::Auth(Mechanism::Login), &not_mapped)
+                .unwrap()
+                .id,
             "ms.smtp.auth_unsuccessful"
         );
         let gmail = reply(b"535-5.7.8 Username and Password not accepted. Learn more at\r\n535 5.7.8  https://support.google.com/mail/?p=BadCredentials - gsmtp\r\n");
         assert_eq!(
-            diagnose(Context::Auth(Mechanism::XOAuth2), &gmail).unwrap().id,
+            diagnose(Context::Auth(Mechanism::XOAuth2), &gmail)
+                .unwrap()
+                .id,
             "google.smtp.token_rejected"
         );
         let send_as = reply(b"554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied [BN6PR.prod.outlook.com]\r\n");
-        assert_eq!(diagnose(Context::Data, &send_as).unwrap().id, "ms.smtp.send_as_denied");
+        assert_eq!(
+            diagnose(Context::Data, &send_as).unwrap().id,
+            "ms.smtp.send_as_denied"
+        );
         assert_eq!(diagnose(Context::Rcpt, &reply(b"250 ok\r\n")), None);
     }
 }

@@ -93,13 +93,20 @@ impl fmt::Display for Error {
                  (use implicit TLS on port 465, or a server that supports STARTTLS)",
             ),
             Error::StartTlsRefused { reply } => {
-                write!(f, "TLS is required but the server refused STARTTLS: {reply}")
+                write!(
+                    f,
+                    "TLS is required but the server refused STARTTLS: {reply}"
+                )
             }
-            Error::Refused { phase, reply } => write!(f, "the server refused the session ({phase}): {reply}"),
+            Error::Refused { phase, reply } => {
+                write!(f, "the server refused the session ({phase}): {reply}")
+            }
             Error::ServiceUnavailable { phase, reply } => {
                 write!(f, "the server is closing the connection ({phase}): {reply}")
             }
-            Error::UnexpectedReply { phase, reply } => write!(f, "unexpected reply during {phase}: {reply}"),
+            Error::UnexpectedReply { phase, reply } => {
+                write!(f, "unexpected reply during {phase}: {reply}")
+            }
             Error::Body(e) => write!(f, "message body refused: {e}"),
         }
     }
@@ -188,7 +195,10 @@ impl fmt::Display for CommandError {
                 "the server offers no AUTH mechanism here (many offer AUTH only after STARTTLS)",
             ),
             CommandError::MechanismNotOffered { mechanism, offered } => {
-                write!(f, "the server does not offer {mechanism} (it offers {offered:?})")
+                write!(
+                    f,
+                    "the server does not offer {mechanism} (it offers {offered:?})"
+                )
             }
             CommandError::NoCommonMechanism { offered, other } => write!(
                 f,
@@ -197,7 +207,10 @@ impl fmt::Display for CommandError {
             CommandError::Sasl(e) => write!(f, "credentials refused: {e}"),
             CommandError::NoRecipients => f.write_str("the envelope has no recipient"),
             CommandError::ExtensionRequired { extension, reason } => {
-                write!(f, "the server does not offer {extension}, needed for {reason}")
+                write!(
+                    f,
+                    "the server does not offer {extension}, needed for {reason}"
+                )
             }
             CommandError::MessageTooLarge { size, limit } => write!(
                 f,

@@ -110,7 +110,8 @@ impl TransactionReport {
     /// `true` when the message was accepted for every recipient.
     #[must_use]
     pub fn all_accepted(&self) -> bool {
-        self.message.as_ref().is_some_and(Reply::is_positive) && self.recipients.iter().all(RecipientResult::accepted)
+        self.message.as_ref().is_some_and(Reply::is_positive)
+            && self.recipients.iter().all(RecipientResult::accepted)
     }
 
     /// The reply that decided a failure: the first non-positive among MAIL, DATA
@@ -118,7 +119,8 @@ impl TransactionReport {
     #[must_use]
     pub fn decisive_reply(&self) -> Option<&Reply> {
         fn failed(r: &Option<Reply>) -> Option<&Reply> {
-            r.as_ref().filter(|r| !r.is_positive() && !r.is_intermediate())
+            r.as_ref()
+                .filter(|r| !r.is_positive() && !r.is_intermediate())
         }
         failed(&self.mail)
             .or_else(|| failed(&self.message))
@@ -175,7 +177,9 @@ impl AuthFailure {
     /// The challenge as text (lossy UTF-8), when there was one.
     #[must_use]
     pub fn challenge_text(&self) -> Option<String> {
-        self.challenge.as_deref().map(|c| String::from_utf8_lossy(c).into_owned())
+        self.challenge
+            .as_deref()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
     }
 }
 
@@ -191,7 +195,11 @@ impl fmt::Debug for AuthFailure {
 }
 
 /// Classifies a failed AUTH from its final reply.
-pub(crate) fn classify_auth_failure(mechanism: Mechanism, reply: &Reply, cancelled: bool) -> AuthFailureKind {
+pub(crate) fn classify_auth_failure(
+    mechanism: Mechanism,
+    reply: &Reply,
+    cancelled: bool,
+) -> AuthFailureKind {
     if cancelled {
         return AuthFailureKind::Cancelled;
     }
@@ -200,7 +208,10 @@ pub(crate) fn classify_auth_failure(mechanism: Mechanism, reply: &Reply, cancell
     }
     let enhanced = reply.enhanced().map(|e| (e.subject, e.detail));
     let configuration = matches!(reply.code(), 504 | 523 | 530 | 538)
-        || matches!(enhanced, Some((7, 139)) | Some((7, 30)) | Some((7, 10)) | Some((7, 11)));
+        || matches!(
+            enhanced,
+            Some((7, 139)) | Some((7, 30)) | Some((7, 10)) | Some((7, 11))
+        );
     if configuration {
         AuthFailureKind::Configuration
     } else if mechanism.uses_token() {

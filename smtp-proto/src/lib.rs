@@ -139,7 +139,9 @@ pub use client::{Client, ClientConfig, TlsPolicy};
 pub use command::{BodyType, DsnReturn, Envelope, EsmtpParam, Notify, Recipient, XText};
 pub use ehlo::Capabilities;
 pub use error::{CommandError, Error};
-pub use event::{AuthFailure, AuthFailureKind, Event, RecipientResult, TransactionId, TransactionReport};
+pub use event::{
+    AuthFailure, AuthFailureKind, Event, RecipientResult, TransactionId, TransactionReport,
+};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyLimits, ReplyParser};
 pub use sasl::{Credentials, Mechanism, SaslError, Secret, ServerIdentity};
 pub use timer::{Phase, Timeouts};

@@ -562,18 +562,36 @@ mod tests {
         let r = parse_all(b"550 5.1234.1 odd\r\n").unwrap();
         assert_eq!(r[0].enhanced(), None);
         let r = parse_all(b"550 5.1.1\r\n").unwrap();
-        assert_eq!(r[0].enhanced().map(|e| e.to_string()).as_deref(), Some("5.1.1"));
+        assert_eq!(
+            r[0].enhanced().map(|e| e.to_string()).as_deref(),
+            Some("5.1.1")
+        );
     }
 
     #[test]
     fn rejects_bad_codes() {
-        assert!(matches!(parse_all(b"2500 OK\r\n"), Err(ReplyError::Malformed { .. })));
-        assert!(matches!(parse_all(b"25O OK\r\n"), Err(ReplyError::Malformed { .. })));
-        assert!(matches!(parse_all(b"650 x\r\n"), Err(ReplyError::Malformed { .. })));
-        assert!(matches!(parse_all(b"25\r\n"), Err(ReplyError::Malformed { .. })));
+        assert!(matches!(
+            parse_all(b"2500 OK\r\n"),
+            Err(ReplyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_all(b"25O OK\r\n"),
+            Err(ReplyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_all(b"650 x\r\n"),
+            Err(ReplyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_all(b"25\r\n"),
+            Err(ReplyError::Malformed { .. })
+        ));
         assert!(matches!(
             parse_all(b"250-a\r\n251 b\r\n"),
-            Err(ReplyError::CodeMismatch { first: 250, line: 251 })
+            Err(ReplyError::CodeMismatch {
+                first: 250,
+                line: 251
+            })
         ));
     }
 
@@ -588,7 +606,10 @@ mod tests {
         assert!(p.parse(b"250 12345").unwrap().1.is_none());
         // Exactly at the limit, with the CR held back: still fine.
         assert!(p.parse(b"6\r").unwrap().1.is_none());
-        assert!(matches!(p.parse(b"x"), Err(ReplyError::LineTooLong { limit: 10 })));
+        assert!(matches!(
+            p.parse(b"x"),
+            Err(ReplyError::LineTooLong { limit: 10 })
+        ));
 
         let mut p = ReplyParser::new(limits);
         assert!(matches!(

@@ -215,9 +215,14 @@ impl fmt::Display for SaslError {
                 byte,
                 position,
             } => {
-                write!(f, "the {field} contains byte 0x{byte:02x} at position {position}")?;
+                write!(
+                    f,
+                    "the {field} contains byte 0x{byte:02x} at position {position}"
+                )?;
                 if matches!(byte, b'\r' | b'\n') {
-                    f.write_str(" (a line break: was it read from a file with a trailing newline?)")?;
+                    f.write_str(
+                        " (a line break: was it read from a file with a trailing newline?)",
+                    )?;
                 }
                 Ok(())
             }
@@ -297,7 +302,8 @@ pub(crate) fn responses(
             forbid("password", password.expose(), |b| b == 0)?;
             let authzid = authzid.as_deref().unwrap_or("");
             forbid("authzid", authzid, |b| b == 0)?;
-            let mut r = Vec::with_capacity(authzid.len() + user.len() + password.expose().len() + 2);
+            let mut r =
+                Vec::with_capacity(authzid.len() + user.len() + password.expose().len() + 2);
             r.extend_from_slice(authzid.as_bytes());
             r.push(0);
             r.extend_from_slice(user.as_bytes());
@@ -358,6 +364,21 @@ pub(crate) fn responses(
     }
 }
 
+/// The base64 initial response of `mechanism` for `credentials`, as it goes on
+/// the AUTH line or after the first `334` (for LOGIN: the user name). Useful
+/// for other protocols that carry the same SASL messages (IMAP, POP3).
+pub fn initial_response(
+    mechanism: Mechanism,
+    credentials: &Credentials,
+    server: &ServerIdentity,
+) -> Result<Secret, SaslError> {
+    let r = responses(mechanism, credentials, server)?;
+    let mut out = Vec::new();
+    encode_response(&r.first.0, &mut out);
+    // Base64 is ASCII.
+    Ok(Secret(String::from_utf8_lossy(&out).into_owned()))
+}
+
 /// Base64 of a SASL response as sent on the wire; an empty response is `=`
 /// (RFC 4954 §4).
 pub(crate) fn encode_response(raw: &[u8], out: &mut Vec<u8>) {
@@ -396,7 +417,10 @@ mod tests {
     #[test]
     fn plain_and_login() {
         let c = Credentials::password("tim", "tanstaaftanstaaf");
-        assert_eq!(b64(Mechanism::Plain, &c, &ServerIdentity::default()), "AHRpbQB0YW5zdGFhZnRhbnN0YWFm");
+        assert_eq!(
+            b64(Mechanism::Plain, &c, &ServerIdentity::default()),
+            "AHRpbQB0YW5zdGFhZnRhbnN0YWFm"
+        );
         let r = responses(Mechanism::Login, &c, &ServerIdentity::default()).unwrap();
         assert_eq!(r.first.0, b"tim");
         assert_eq!(r.second.unwrap().0, b"tanstaaftanstaaf");
@@ -420,7 +444,10 @@ mod tests {
         let c = Credentials::bearer("u@example.com", "abc\n");
         let err = responses(Mechanism::XOAuth2, &c, &ServerIdentity::default()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("0x0a") && text.contains("trailing newline"), "{text}");
+        assert!(
+            text.contains("0x0a") && text.contains("trailing newline"),
+            "{text}"
+        );
         assert!(!text.contains("abc"));
         let c = Credentials::bearer("u\x01@example.com", "abc");
         assert!(responses(Mechanism::OAuthBearer, &c, &ServerIdentity::default()).is_err());
@@ -442,7 +469,10 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(r.first.0, b"n,a=a=2Cb=3Dc,\x01host=h\x01port=587\x01auth=Bearer tok\x01\x01");
+        assert_eq!(
+            r.first.0,
+            b"n,a=a=2Cb=3Dc,\x01host=h\x01port=587\x01auth=Bearer tok\x01\x01"
+        );
         let anon = Credentials::bearer("", "tok");
         let r = responses(Mechanism::OAuthBearer, &anon, &ServerIdentity::default()).unwrap();
         assert_eq!(r.first.0, b"n,,\x01auth=Bearer tok\x01\x01");

@@ -1,0 +1,165 @@
+//! Property tests of the streaming body encoder: it equals the byte-at-a-time
+//! reference on arbitrary input and arbitrary chunking, and its output never
+//! carries a bare CR or LF or an end-of-data line inside the body.
+
+use postern_smtp::body::reference_encode;
+use postern_smtp::{BodyConfig, BodyEncoder, BodyError, BodyStats, LongLines, NulBytes};
+use proptest::prelude::*;
+
+/// Pieces that make the encoder's interesting cases likely: long clean CRLF
+/// text (the block path), bare line ends, leading dots, NUL, 8-bit bytes, long
+/// lines, and raw noise.
+fn piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => (0usize..120, prop::sample::select(vec![&b"\r\n"[..], b"\n", b"\r", b""]), any::<bool>())
+            .prop_map(|(width, end, dot)| {
+                let mut v = Vec::with_capacity(width + 3);
+                if dot {
+                    v.push(b'.');
+                }
+                v.extend((0..width).map(|i| b'a' + (i % 26) as u8));
+                v.extend_from_slice(end);
+                v
+            }),
+        1 => (990usize..1010).prop_map(|width| {
+            let mut v = vec![b'x'; width];
+            v.extend_from_slice(b"\r\n");
+            v
+        }),
+        1 => prop::collection::vec(
+            prop::sample::select(vec![b'\r', b'\n', b'.', 0, 0x80, 0xff, b'\t', b'a']),
+            0..8,
+        ),
+        1 => prop::collection::vec(any::<u8>(), 0..70),
+    ]
+}
+
+fn body() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(piece(), 0..40).prop_map(|p| p.concat())
+}
+
+fn config() -> impl Strategy<Value = BodyConfig> {
+    (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(dot, eight, long, nul)| BodyConfig {
+            dot_stuffing: dot,
+            eight_bit: eight,
+            long_lines: if long {
+                LongLines::Allow
+            } else {
+                LongLines::Reject
+            },
+            nul: if nul {
+                NulBytes::Allow
+            } else {
+                NulBytes::Reject
+            },
+            binary: false,
+        },
+    )
+}
+
+/// Encodes `input` split at the given cut points.
+fn encode_split(
+    input: &[u8],
+    config: BodyConfig,
+    cuts: &[usize],
+) -> Result<(Vec<u8>, BodyStats), BodyError> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    points.sort_unstable();
+    let mut enc = BodyEncoder::new(config);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for p in points.into_iter().chain([input.len()]) {
+        enc.encode(&input[at..p], &mut out)?;
+        at = p;
+    }
+    let stats = enc.finish(&mut out)?;
+    Ok((out, stats))
+}
+
+/// A streaming encoder refuses an over-long line as soon as a chunk ends inside
+/// it, so the length it reports is "so far" and depends on the chunking: compare
+/// the line number, and check the length is over the limit.
+fn same_line(
+    r: Result<(Vec<u8>, BodyStats), BodyError>,
+) -> Result<(Vec<u8>, BodyStats), BodyError> {
+    r.map_err(|e| match e {
+        BodyError::LineTooLong { line, len } => {
+            assert!(len > 998, "line {line} refused at {len} octets");
+            BodyError::LineTooLong { line, len: 0 }
+        }
+        e => e,
+    })
+}
+
+/// The canonical form of a body: bare CR and LF made CRLF, a last line ended.
+fn canonical(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// What a server does with DATA bytes: strips the terminator and un-stuffs.
+fn unstuff(wire: &[u8]) -> Vec<u8> {
+    let body = wire.strip_suffix(b".\r\n").expect("terminator");
+    let mut out = Vec::new();
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn equals_reference_under_any_chunking(
+        input in body(),
+        config in config(),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let want = same_line(reference_encode(&input, config));
+        prop_assert_eq!(same_line(encode_split(&input, config, &cuts)), want.clone());
+        prop_assert_eq!(same_line(encode_split(&input, config, &[])), want);
+    }
+
+    #[test]
+    fn output_is_canonical_and_stuffed(input in body(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
+        let config = BodyConfig {
+            long_lines: LongLines::Allow,
+            nul: NulBytes::Allow,
+            ..BodyConfig::default()
+        };
+        let (wire, stats) = encode_split(&input, config, &cuts).expect("permissive config accepts any body");
+        prop_assert_eq!(stats.output_bytes, wire.len() as u64);
+        prop_assert!(wire.ends_with(b"\r\n.\r\n") || wire == b".\r\n");
+        // Every CR is followed by LF and every LF preceded by CR.
+        for (i, b) in wire.iter().enumerate() {
+            match b {
+                b'\r' => prop_assert_eq!(wire.get(i + 1), Some(&b'\n')),
+                b'\n' => prop_assert!(i > 0 && wire[i - 1] == b'\r'),
+                _ => {}
+            }
+        }
+        // No line inside the body is a lone ".": the end of data comes once.
+        let body = &wire[..wire.len() - 3];
+        prop_assert!(!body.starts_with(b".\r\n"));
+        prop_assert!(!body.windows(5).any(|w| w == b"\r\n.\r\n"));
+        prop_assert_eq!(unstuff(&wire), canonical(&input));
+    }
+}
