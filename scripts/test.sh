@@ -12,14 +12,14 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo clippy --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --all-features --locked --no-fail-fast
   # nextest does not run doc tests
-  cargo test --workspace --locked --doc
+  cargo test --workspace --all-features --locked --doc
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --all-features --locked --no-fail-fast
 fi

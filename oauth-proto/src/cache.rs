@@ -301,11 +301,12 @@ impl TokenCache {
     /// out and reported like one from [`TokenCache::lookup`]. After it,
     /// [`TokenCache::poll_timeout`] is always later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Fetch> {
-        if let Some(f) = self.in_flight {
-            if now >= f.sent_at + self.config.fetch_timeout {
-                self.in_flight = None;
-                self.fail(now, FetchError::TimedOut);
-            }
+        if self
+            .in_flight
+            .is_some_and(|f| now >= f.sent_at + self.config.fetch_timeout)
+        {
+            self.in_flight = None;
+            self.fail(now, FetchError::TimedOut);
         }
         self.expire(now);
         let due = self.token.as_ref().is_some_and(|t| now >= t.refresh_at);

@@ -175,43 +175,41 @@ impl ResponseParser {
     /// Feeds bytes read from the connection. Returns the response when it is
     /// complete (bytes after it are ignored: requests use `Connection: close`).
     /// An error is sticky.
-    pub fn push(&mut self, mut data: &[u8]) -> Result<Option<HttpResponse>, HttpError> {
-        loop {
-            match &mut self.state {
-                State::Failed(e) => return Err(e.clone()),
-                State::Done => return Ok(None),
-                State::Head => {
-                    let room = (self.limits.max_head + 4).saturating_sub(self.buf.len());
-                    let take = data.len().min(room);
-                    self.buf.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    match self.parse_head() {
-                        Err(e) => return Err(self.fail(e)),
-                        Ok(None) if self.buf.len() >= self.limits.max_head => {
-                            return Err(self.fail(HttpError::HeadTooLarge));
+    pub fn push(&mut self, data: &[u8]) -> Result<Option<HttpResponse>, HttpError> {
+        match &mut self.state {
+            State::Failed(e) => Err(e.clone()),
+            State::Done => Ok(None),
+            State::Head => {
+                let room = (self.limits.max_head + 4).saturating_sub(self.buf.len());
+                let take = data.len().min(room);
+                self.buf.extend_from_slice(&data[..take]);
+                let data = &data[take..];
+                match self.parse_head() {
+                    Err(e) => Err(self.fail(e)),
+                    Ok(None) if self.buf.len() >= self.limits.max_head => {
+                        Err(self.fail(HttpError::HeadTooLarge))
+                    }
+                    Ok(None) => Ok(None),
+                    Ok(Some(rest)) => {
+                        // The bytes after the head belong to the body (or
+                        // to the next head, after an interim response).
+                        let mut joined = self.buf.split_off(self.buf.len() - rest);
+                        self.buf.clear();
+                        self.scanned = 0;
+                        joined.extend_from_slice(data);
+                        if let State::Done = self.state {
+                            return Ok(Some(self.take()));
                         }
-                        Ok(None) => return Ok(None),
-                        Ok(Some(rest)) => {
-                            // The bytes after the head belong to the body (or
-                            // to the next head, after an interim response).
-                            let mut joined = self.buf.split_off(self.buf.len() - rest);
-                            self.buf.clear();
-                            self.scanned = 0;
-                            joined.extend_from_slice(data);
-                            if let State::Done = self.state {
-                                return Ok(Some(self.take()));
-                            }
-                            if joined.is_empty() {
-                                return Ok(None);
-                            }
-                            // At most one level deep per interim response,
-                            // and those are capped.
-                            return self.push(&joined);
+                        if joined.is_empty() {
+                            return Ok(None);
                         }
+                        // At most one level deep per interim response,
+                        // and those are capped.
+                        self.push(&joined)
                     }
                 }
-                State::Body(_) => return self.push_body(data),
             }
+            State::Body(_) => self.push_body(data),
         }
     }
 

@@ -168,10 +168,8 @@ impl TokenRequest {
     pub fn form_pairs(&self) -> Vec<(&str, &str)> {
         let mut p: Vec<(&str, &str)> = vec![("grant_type", self.grant.grant_type())];
         let basic = matches!(self.client_auth, ClientAuth::SecretBasic(_));
-        if let Some(id) = &self.client_id {
-            if !basic {
-                p.push(("client_id", id));
-            }
+        if let Some(id) = self.client_id.as_deref().filter(|_| !basic) {
+            p.push(("client_id", id));
         }
         match &self.grant {
             Grant::ClientCredentials => {}

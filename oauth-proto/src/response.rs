@@ -243,22 +243,22 @@ pub fn classify(resp: &HttpResponse, now_unix: Option<u64>) -> Outcome {
     Outcome::ProtocolError(protocol_error(resp, reason))
 }
 
-/// Classifies a device authorization response.
-pub fn classify_device_authorization(resp: &HttpResponse) -> Result<DeviceAuthorization, Outcome> {
-    let doc = parse_body(resp);
+/// Classifies a device authorization response: the authorization, or the
+/// outcome that explains why there is none (an OAuth error, a retry...).
+pub fn classify_device_authorization(
+    resp: &HttpResponse,
+) -> Result<DeviceAuthorization, Box<Outcome>> {
     let ok = (200..300).contains(&resp.status);
-    if let (true, Some(d)) = (ok, &doc) {
-        if let Some(auth) = device(d) {
-            return Ok(auth);
-        }
+    if let Some(auth) = parse_body(resp).filter(|_| ok).as_ref().and_then(device) {
+        return Ok(auth);
     }
-    Err(match classify(resp, None) {
+    Err(Box::new(match classify(resp, None) {
         Outcome::Token(_) => Outcome::ProtocolError(protocol_error(
             resp,
             "not a device authorization response".into(),
         )),
         other => other,
-    })
+    }))
 }
 
 /// The JSON object of the body: the first complete JSON value (junk after it
@@ -381,15 +381,16 @@ fn protocol_error(resp: &HttpResponse, reason: String) -> ProtocolError {
     }
 }
 
-/// The first 120 characters of a body, with long token-like runs (anything of
-/// 20 or more characters from the base64/JWT alphabet) replaced.
+/// The first 120 characters of a body, with token-like runs replaced: 24 or
+/// more characters of the base64/JWT alphabet, or 16 or more with a digit.
 #[must_use]
 pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(480)]);
     let mut out = String::new();
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 20 {
+        let digits = run.bytes().any(|b| b.is_ascii_digit());
+        if run.len() >= 24 || (run.len() >= 16 && digits) {
             out.push_str("[redacted]");
         } else {
             out.push_str(run);
