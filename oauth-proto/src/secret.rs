@@ -3,18 +3,20 @@
 //! verifiers and signed assertions.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A secret string. `Debug` and `Display` print `[redacted]`; the value is
 /// reached only through [`Secret::expose`], so it cannot end up in a log line
-/// or an error message by accident.
+/// or an error message by accident. Cloning is cheap (shared, immutable), so a
+/// cached access token is handed to every sender without a copy.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wraps a secret value.
     #[must_use]
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(Arc::from(value.into()))
     }
 
     /// The value, for the one place that must put it on the wire or in a file.
@@ -50,12 +52,12 @@ impl fmt::Display for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Secret(value)
+        Secret(Arc::from(value))
     }
 }
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Secret(value.to_owned())
+        Secret(Arc::from(value))
     }
 }
