@@ -145,3 +145,236 @@ fn sasl_error_challenges_decode_to_their_json() {
         );
     }
 }
+
+/// The real AUTH dialogues of the vectors, replayed against the client: every
+/// server reply as recorded, split at every position by the caller of
+/// `drive`. Checks what the client sends back and how it classifies the end.
+mod transcripts {
+    use std::time::Instant;
+
+    use postern_smtp::diagnose::{Context, diagnose};
+    use postern_smtp::{
+        AuthFailureKind, Client, ClientConfig, Credentials, Event, Mechanism, ServerIdentity,
+        TlsPolicy,
+    };
+    use serde_json::Value;
+
+    fn transcript(id: &str) -> Vec<(String, String)> {
+        let doc: Value = serde_json::from_str(super::OAUTH).expect("json");
+        let t = doc["smtp_transcripts"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|t| t["id"] == id)
+            .unwrap_or_else(|| panic!("no transcript {id}"))["transcript"]
+            .clone();
+        t.as_array()
+            .expect("steps")
+            .iter()
+            .map(|s| {
+                (
+                    s[0].as_str().expect("side").to_owned(),
+                    s[1].as_str().expect("text").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs AUTH against the server replies of a transcript (the EHLO reply is
+    /// the transcript's when it has one) and returns what the client sent
+    /// after EHLO and the AUTH event.
+    fn drive(id: &str, mechanism: Mechanism, token: &str, cut: usize) -> (Vec<String>, Event) {
+        let steps = transcript(id);
+        let config = ClientConfig {
+            tls: TlsPolicy::Implicit,
+            server: ServerIdentity {
+                host: Some("server.example.com".into()),
+                port: Some(587),
+            },
+            ..ClientConfig::default()
+        };
+        let now = Instant::now();
+        let mut c = Client::new(config, now);
+        let mut feed = |c: &mut Client, bytes: &[u8]| {
+            let at = cut.min(bytes.len());
+            c.handle_input(now, &bytes[..at]).expect("input");
+            c.handle_input(now, &bytes[at..]).expect("input");
+        };
+        feed(&mut c, b"220 server ready\r\n");
+        let ehlo = steps
+            .iter()
+            .find(|(side, text)| side == "S" && text.starts_with("250-"))
+            .map_or_else(
+                || "250-server\r\n250 AUTH XOAUTH2 OAUTHBEARER".to_owned(),
+                |(_, t)| t.clone(),
+            );
+        let _ = c
+            .poll_transmit()
+            .map(<[u8]>::len)
+            .map(|n| c.advance_transmit(n));
+        feed(&mut c, format!("{ehlo}\r\n").as_bytes());
+        while c.poll_event().is_some() {}
+        let creds = Credentials::bearer("someuser@example.com", token);
+        c.authenticate(now, &creds, Some(mechanism))
+            .expect("auth starts");
+        let mut sent = Vec::new();
+        let take = |c: &mut Client, sent: &mut Vec<String>| {
+            if let Some(b) = c.poll_transmit() {
+                let n = b.len();
+                let text = String::from_utf8_lossy(b);
+                let text = text.strip_suffix("\r\n").expect("whole lines");
+                sent.extend(text.split("\r\n").map(str::to_owned));
+                c.advance_transmit(n);
+            }
+        };
+        take(&mut c, &mut sent);
+        for (side, text) in steps.iter().skip_while(|(s, t)| {
+            !(s == "C" && t.to_ascii_uppercase().starts_with("AUTH")
+                || s == "C" && t.starts_with("[["))
+        }) {
+            if side == "S" && !text.starts_with("250") {
+                // Some recorded multi-line replies lost their `-` separators
+                // when they were written down: every line but the last
+                // continues the reply.
+                let lines: Vec<&str> = text.split("\r\n").collect();
+                let mut reply = String::new();
+                for (i, line) in lines.iter().enumerate() {
+                    let mut line = (*line).to_owned();
+                    if i + 1 < lines.len() && line.as_bytes().get(3) == Some(&b' ') {
+                        line.replace_range(3..4, "-");
+                    }
+                    reply.push_str(&line);
+                    reply.push_str("\r\n");
+                }
+                feed(&mut c, reply.as_bytes());
+                take(&mut c, &mut sent);
+            }
+        }
+        let event = std::iter::from_fn(|| c.poll_event())
+            .last()
+            .expect("an AUTH event");
+        (sent, event)
+    }
+
+    fn failure(e: Event) -> postern_smtp::AuthFailure {
+        match e {
+            Event::AuthFailed(f) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gmail_error_challenge_then_535() {
+        for cut in 0..40 {
+            let (sent, event) = drive(
+                "gmail-smtp-xoauth2-failure-ir",
+                Mechanism::XOAuth2,
+                "yyy",
+                cut,
+            );
+            assert_eq!(
+                sent,
+                vec![
+                    "AUTH XOAUTH2 dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5eXkBAQ==",
+                    ""
+                ]
+            );
+            let f = failure(event);
+            assert_eq!(
+                f.challenge_text().as_deref(),
+                Some(
+                    "{\"status\":\"400\",\"schemes\":\"Bearer\",\"scope\":\"https://mail.google.com/\"}"
+                )
+            );
+            assert_eq!(f.reply.code(), 535);
+            assert!(f.token_refresh_may_help());
+            assert_eq!(
+                diagnose(Context::Auth(Mechanism::XOAuth2), &f.reply).map(|d| d.id),
+                Some("google.smtp.token_rejected")
+            );
+        }
+    }
+
+    #[test]
+    fn exchange_535_5_7_3_without_json() {
+        // A JWT-sized token: the AUTH line would pass 512 octets, so the client
+        // uses the two-step form, as in the recording.
+        let token = "eyJ0eXAiOiJKV1Qi".repeat(30);
+        let (sent, event) = drive(
+            "exchange-smtp-xoauth2-failure-two-step",
+            Mechanism::XOAuth2,
+            &token,
+            5,
+        );
+        assert_eq!(sent[0], "AUTH XOAUTH2");
+        assert_eq!(sent.len(), 2);
+        let f = failure(event);
+        assert_eq!(f.challenge, None);
+        assert_eq!(f.kind, AuthFailureKind::TokenRejected);
+        assert_eq!(
+            diagnose(Context::Auth(Mechanism::XOAuth2), &f.reply).map(|d| d.id),
+            Some("ms.smtp.mailbox_not_mapped")
+        );
+        let (_, event) = drive("exchange-21vianet-535", Mechanism::XOAuth2, "t", 3);
+        let f = failure(event);
+        assert_eq!(
+            diagnose(Context::Auth(Mechanism::XOAuth2), &f.reply).map(|d| d.id),
+            Some("ms.smtp.mailbox_not_mapped")
+        );
+    }
+
+    #[test]
+    fn exchange_success_two_step() {
+        let token = "eyJ0eXAiOiJKV1Qi".repeat(30);
+        let (_, event) = drive(
+            "exchange-smtp-xoauth2-success-two-step",
+            Mechanism::XOAuth2,
+            &token,
+            7,
+        );
+        assert!(
+            matches!(
+                event,
+                Event::Authenticated {
+                    mechanism: Mechanism::XOAuth2,
+                    ..
+                }
+            ),
+            "{event:?}"
+        );
+    }
+
+    #[test]
+    fn exchange_auth_disabled_is_configuration_not_token() {
+        let (_, event) = drive("exchange-smtp-auth-disabled", Mechanism::XOAuth2, "t", 9);
+        let f = failure(event);
+        assert_eq!(f.kind, AuthFailureKind::Configuration);
+        assert!(
+            !f.token_refresh_may_help(),
+            "never burn a refresh on 5.7.139"
+        );
+        assert_eq!(
+            diagnose(Context::Auth(Mechanism::XOAuth2), &f.reply).map(|d| d.id),
+            Some("ms.smtp.auth_disabled")
+        );
+    }
+
+    #[test]
+    fn oauthbearer_error_is_acknowledged_with_aq() {
+        let token = "mF_9.B5f-4.1JqM".repeat(40);
+        let (sent, event) = drive(
+            "oauthbearer-failure-continuation",
+            Mechanism::OAuthBearer,
+            &token,
+            11,
+        );
+        assert_eq!(sent[0], "AUTH OAUTHBEARER");
+        assert_eq!(sent.last().map(String::as_str), Some("AQ=="));
+        let f = failure(event);
+        assert!(
+            f.challenge_text()
+                .is_some_and(|c| c.contains("invalid_token"))
+        );
+        assert_eq!(f.reply.code(), 535);
+    }
+}
