@@ -195,7 +195,7 @@ mod transcripts {
         };
         let now = Instant::now();
         let mut c = Client::new(config, now);
-        let mut feed = |c: &mut Client, bytes: &[u8]| {
+        let feed = |c: &mut Client, bytes: &[u8]| {
             let at = cut.min(bytes.len());
             c.handle_input(now, &bytes[..at]).expect("input");
             c.handle_input(now, &bytes[at..]).expect("input");
@@ -228,10 +228,10 @@ mod transcripts {
             }
         };
         take(&mut c, &mut sent);
-        for (side, text) in steps.iter().skip_while(|(s, t)| {
-            !(s == "C" && t.to_ascii_uppercase().starts_with("AUTH")
-                || s == "C" && t.starts_with("[["))
-        }) {
+        let is_auth = |s: &str, t: &str| {
+            s == "C" && (t.to_ascii_uppercase().starts_with("AUTH") || t.starts_with("[["))
+        };
+        for (side, text) in steps.iter().skip_while(|(s, t)| !is_auth(s, t)) {
             if side == "S" && !text.starts_with("250") {
                 // Some recorded multi-line replies lost their `-` separators
                 // when they were written down: every line but the last
