@@ -1,0 +1,396 @@
+//! One SMTP connection driven by the sans-IO client (design §3.2): bytes and
+//! time in, bytes and events out, nothing decided here that the core decides.
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use postern_smtp::{
+    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, TransactionReport,
+};
+
+use crate::auth::{Auth, TokenProvider};
+use crate::error::Error;
+use crate::io::Conn;
+use crate::message::{Fed, Feed, FeedError};
+use crate::runtime::{Deadline, Runtime, until};
+use crate::tls::server_name;
+
+/// Bytes read from the socket at a time: 16 KiB (one TLS record). Every byte
+/// read goes to the client at once; nothing else is buffered.
+pub const READ_BUFFER: usize = 16 * 1024;
+
+/// Poll-loop rounds with progress before yielding to the executor, so one
+/// large message cannot starve other tasks on the same thread.
+const BUDGET: u32 = 64;
+
+/// Where to connect and how.
+pub(crate) struct Target {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) connect_timeout: std::time::Duration,
+    pub(crate) client: ClientConfig,
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) mechanism: Option<Mechanism>,
+}
+
+/// The credentials in use, with the token provider when tokens are fetched.
+pub(crate) enum Login {
+    None,
+    Fixed(Credentials),
+    Fetched(Arc<TokenProvider>),
+}
+
+impl Login {
+    pub(crate) fn new(auth: &Auth, tls: &Arc<rustls::ClientConfig>) -> Self {
+        match auth {
+            Auth::None => Login::None,
+            Auth::Password { user, password } => {
+                Login::Fixed(Credentials::password(user.clone(), password.expose()))
+            }
+            Auth::BearerToken { user, token } => {
+                Login::Fixed(Credentials::bearer(user.clone(), token.expose()))
+            }
+            Auth::OAuth2(o) => {
+                Login::Fetched(Arc::new(TokenProvider::new(o.clone(), Arc::clone(tls))))
+            }
+        }
+    }
+}
+
+pub(crate) struct Connection<R: Runtime> {
+    rt: R,
+    stream: Conn<R>,
+    client: Client,
+    deadline: Deadline<R::Sleep>,
+    buf: Box<[u8]>,
+    flushed: bool,
+    eof: bool,
+    /// Messages sent on this connection.
+    pub(crate) messages: u32,
+    /// When the connection was last returned to the pool.
+    pub(crate) idle_since: Instant,
+}
+
+impl<R: Runtime> Connection<R> {
+    /// Connects, runs the TLS policy and the greeting/EHLO dialogue, and
+    /// authenticates.
+    pub(crate) async fn open(rt: &R, target: &Target, login: &Login) -> Result<Self, Error> {
+        let deadline = rt.now() + target.connect_timeout;
+        let timeout = || Error::ConnectTimeout {
+            host: target.host.clone(),
+            port: target.port,
+        };
+        let tcp = until(rt, deadline, rt.connect(&target.host, target.port))
+            .await
+            .ok_or_else(timeout)?
+            .map_err(|source| Error::Connect {
+                host: target.host.clone(),
+                port: target.port,
+                source,
+            })?;
+        let stream = if target.client.tls == postern_smtp::TlsPolicy::Implicit {
+            let name = server_name(&target.host)?;
+            let tls = until(
+                rt,
+                deadline,
+                rt.tls_connect(Arc::clone(&target.tls), name, tcp),
+            )
+            .await
+            .ok_or_else(timeout)?
+            .map_err(|source| Error::Tls {
+                host: target.host.clone(),
+                source,
+            })?;
+            Conn::Tls(tls)
+        } else {
+            Conn::Plain(tcp)
+        };
+        let now = rt.now();
+        let mut conn = Connection {
+            rt: rt.clone(),
+            stream,
+            client: Client::new(target.client.clone(), now),
+            deadline: Deadline::new(),
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            flushed: true,
+            eof: false,
+            messages: 0,
+            idle_since: now,
+        };
+        loop {
+            match conn.next_event(None).await? {
+                Event::Ready { tls } => {
+                    tracing::debug!(tls, host = %target.host, "session ready");
+                    break;
+                }
+                Event::StartTls => conn.upgrade(target).await?,
+                event => conn.unexpected(event)?,
+            }
+        }
+        conn.authenticate(target, login).await?;
+        Ok(conn)
+    }
+
+    /// The TLS handshake after `220` to STARTTLS, bounded by the client's
+    /// handshake deadline.
+    async fn upgrade(&mut self, target: &Target) -> Result<(), Error> {
+        let Conn::Plain(tcp) = std::mem::replace(&mut self.stream, Conn::Upgrading) else {
+            return Err(Error::Io(io::Error::other(
+                "STARTTLS on a connection that is not plaintext",
+            )));
+        };
+        let name = server_name(&target.host)?;
+        let handshake = self.rt.tls_connect(Arc::clone(&target.tls), name, tcp);
+        let outcome = match self.client.poll_timeout() {
+            Some(at) => until(&self.rt, at, handshake).await,
+            None => Some(handshake.await),
+        };
+        match outcome {
+            Some(Ok(tls)) => {
+                self.stream = Conn::Tls(tls);
+                tracing::debug!(host = %target.host, "STARTTLS handshake done");
+                self.client.handle_tls_established(self.rt.now())?;
+                Ok(())
+            }
+            Some(Err(source)) => Err(Error::Tls {
+                host: target.host.clone(),
+                source,
+            }),
+            None => {
+                let _ = self.client.handle_timeout(self.rt.now());
+                Err(self.client.error().cloned().map_or(
+                    Error::ConnectTimeout {
+                        host: target.host.clone(),
+                        port: target.port,
+                    },
+                    Error::Smtp,
+                ))
+            }
+        }
+    }
+
+    /// AUTH with the configured credentials. A token the server rejects is
+    /// replaced once by a freshly fetched one (never for configuration
+    /// errors such as 5.7.139; the core classifies).
+    async fn authenticate(&mut self, target: &Target, login: &Login) -> Result<(), Error> {
+        let (mut credentials, mut generation) = match login {
+            Login::None => return Ok(()),
+            Login::Fixed(c) => (c.clone(), None),
+            Login::Fetched(p) => {
+                let issued = p.token(&self.rt).await?;
+                (
+                    Credentials::bearer(p.user().to_owned(), issued.token.expose()),
+                    Some(issued.generation),
+                )
+            }
+        };
+        let mut retried = false;
+        loop {
+            let mechanism =
+                self.client
+                    .authenticate(self.rt.now(), &credentials, target.mechanism)?;
+            tracing::debug!(mechanism = mechanism.name(), "AUTH sent");
+            let failure = loop {
+                match self.next_event(None).await? {
+                    Event::Authenticated { mechanism, .. } => {
+                        tracing::debug!(mechanism = mechanism.name(), "authenticated");
+                        return Ok(());
+                    }
+                    Event::AuthFailed(f) => break f,
+                    event => self.unexpected(event)?,
+                }
+            };
+            tracing::warn!(
+                mechanism = failure.mechanism.name(),
+                code = failure.reply.code(),
+                reply = %failure.reply.message(),
+                kind = ?failure.kind,
+                "authentication failed"
+            );
+            match (login, generation) {
+                (Login::Fetched(p), Some(g)) if failure.token_refresh_may_help() && !retried => {
+                    retried = true;
+                    p.invalidate(&self.rt, g);
+                    let issued = p.token(&self.rt).await?;
+                    credentials = Credentials::bearer(p.user().to_owned(), issued.token.expose());
+                    generation = Some(issued.generation);
+                    tracing::info!("retrying AUTH once with a fresh token");
+                }
+                _ => return Err(Error::Auth(failure)),
+            }
+        }
+    }
+
+    /// One transaction. `Rejected` leaves the connection usable.
+    pub(crate) async fn send(
+        &mut self,
+        envelope: &Envelope,
+        feed: &mut Feed<'_>,
+    ) -> Result<TransactionReport, Error> {
+        self.client.send_envelope(self.rt.now(), envelope)?;
+        loop {
+            match self.next_event(Some(feed)).await? {
+                Event::BodyWritable { .. } => feed.active = true,
+                Event::Delivered(report) => {
+                    self.messages += 1;
+                    return Ok(report);
+                }
+                Event::TransactionFailed(report) => return Err(Error::Rejected(Box::new(report))),
+                event => self.unexpected(event)?,
+            }
+        }
+    }
+
+    /// NOOP: is an idle connection still alive?
+    pub(crate) async fn noop(&mut self) -> Result<(), Error> {
+        self.client.noop(self.rt.now())?;
+        loop {
+            match self.next_event(None).await? {
+                Event::Reply(r) if r.is_positive() => return Ok(()),
+                Event::Reply(r) => {
+                    return Err(Error::Io(io::Error::other(format!(
+                        "NOOP refused: {} {}",
+                        r.code(),
+                        r.message()
+                    ))));
+                }
+                event => self.unexpected(event)?,
+            }
+        }
+    }
+
+    /// QUIT, then close the socket.
+    pub(crate) async fn quit(mut self) {
+        if self.client.quit(self.rt.now()).is_ok() {
+            while let Ok(event) = self.next_event(None).await {
+                if matches!(event, Event::Closed { .. }) {
+                    break;
+                }
+            }
+        }
+        self.stream.close().await;
+    }
+
+    /// `true` when the connection can take another transaction.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.client.is_ready()
+    }
+
+    /// Turns an event the caller did not expect into an error when it ends
+    /// the connection; others are logged.
+    fn unexpected(&self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::Closed { error: Some(e) } => Err(Error::Smtp(e)),
+            Event::Closed { error: None } => Err(Error::Io(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection was closed",
+            ))),
+            other => {
+                tracing::debug!(?other, "event ignored");
+                Ok(())
+            }
+        }
+    }
+
+    /// Drives the client until its next event: writes what it has, feeds the
+    /// message body, reads the socket, fires its timer.
+    async fn next_event(&mut self, mut feed: Option<&mut Feed<'_>>) -> Result<Event, Error> {
+        poll_fn(|cx| self.poll_event(cx, feed.as_deref_mut())).await
+    }
+
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut feed: Option<&mut Feed<'_>>,
+    ) -> Poll<Result<Event, Error>> {
+        for _ in 0..BUDGET {
+            let mut progress = false;
+            // 1. Transmit.
+            while let Some(out) = self.client.poll_transmit() {
+                match self.stream.poll_write(cx, out) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.client.advance_transmit(n);
+                        self.flushed = false;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                    Poll::Pending => break,
+                }
+            }
+            if !self.flushed && self.client.poll_transmit().is_none() {
+                match self.stream.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => self.flushed = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            // 2. Events.
+            if let Some(event) = self.client.poll_event() {
+                return Poll::Ready(Ok(event));
+            }
+            // 3. The message body, while the client takes it.
+            if let Some(f) = feed.as_deref_mut() {
+                match f.poll_feed(cx, &mut self.client, self.rt.now()) {
+                    Ok(Fed::Progress) => progress = true,
+                    Ok(Fed::Idle) => {}
+                    Err(FeedError::Source(e)) => return Poll::Ready(Err(Error::Message(e))),
+                    Err(FeedError::Client(e)) => return Poll::Ready(Err(e.into())),
+                }
+            }
+            // 4. Input.
+            if !self.eof {
+                match self.stream.poll_read(cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => {
+                        self.eof = true;
+                        if let Err(e) = self.client.handle_eof(self.rt.now()) {
+                            tracing::debug!(error = %e, "server closed the connection");
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        if let Err(e) = self.client.handle_input(self.rt.now(), &self.buf[..n]) {
+                            tracing::debug!(error = %e, "session failed");
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                        progress = true
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            // 5. The deadline.
+            if self
+                .deadline
+                .poll(&self.rt, self.client.poll_timeout(), cx)
+                .is_ready()
+            {
+                if let Err(e) = self.client.handle_timeout(self.rt.now()) {
+                    tracing::debug!(error = %e, "timed out");
+                }
+                progress = true;
+            }
+            if !progress {
+                if self.eof {
+                    // The server is gone and the client has nothing more to
+                    // say: nothing will wake this task again.
+                    return Poll::Ready(Err(self.client.error().cloned().map_or_else(
+                        || Error::Io(io::ErrorKind::UnexpectedEof.into()),
+                        Error::Smtp,
+                    )));
+                }
+                return Poll::Pending;
+            }
+        }
+        // Out of budget with work left: yield, and come back at once.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

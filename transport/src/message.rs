@@ -1,0 +1,187 @@
+//! The message to send: bytes in memory, or a stream read as it is sent.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_io::AsyncRead;
+use postern_smtp::{Client, CommandError};
+
+/// An RFC 5322 message (headers, blank line, body) with any line ends; the
+/// transport converts them to CRLF and dot-stuffs.
+pub struct Message {
+    source: Source,
+}
+
+enum Source {
+    Bytes(Arc<[u8]>),
+    Reader(Pin<Box<dyn AsyncRead + Send>>),
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Bytes(b) => write!(f, "Message({} bytes)", b.len()),
+            Source::Reader(_) => f.write_str("Message(stream)"),
+        }
+    }
+}
+
+impl Message {
+    /// A message held in memory. It can be sent again on a fresh connection
+    /// when a pooled one turns out to be dead.
+    pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Message {
+            source: Source::Bytes(bytes.into()),
+        }
+    }
+
+    /// A message read from `reader` while it is sent, in chunks of
+    /// [`READ_CHUNK`] bytes: memory stays constant whatever the size. A read
+    /// error mid-message drops the connection (DATA cannot be cancelled).
+    pub fn reader(reader: impl AsyncRead + Send + 'static) -> Self {
+        Message {
+            source: Source::Reader(Box::pin(reader)),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(v: Vec<u8>) -> Self {
+        Message::bytes(v)
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(v: &[u8]) -> Self {
+        Message::bytes(v)
+    }
+}
+
+impl From<String> for Message {
+    fn from(v: String) -> Self {
+        Message::bytes(v.into_bytes())
+    }
+}
+
+impl From<&str> for Message {
+    fn from(v: &str) -> Self {
+        Message::bytes(v.as_bytes())
+    }
+}
+
+/// Bytes read from a streamed message at a time: 64 KiB.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Feeds a message into the client's body encoder.
+pub(crate) struct Feed<'m> {
+    message: &'m mut Message,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// Bytes taken from the source so far.
+    pub(crate) consumed: u64,
+    /// Set by `BodyWritable`; cleared after `finish_body`.
+    pub(crate) active: bool,
+}
+
+/// What one call of [`Feed::poll_feed`] did.
+pub(crate) enum Fed {
+    /// Bytes were handed to the client (or the body was finished).
+    Progress,
+    /// The client's transmit buffer is full, or the source has nothing yet.
+    Idle,
+}
+
+/// Why feeding failed.
+pub(crate) enum FeedError {
+    Source(io::Error),
+    Client(CommandError),
+}
+
+impl<'m> Feed<'m> {
+    pub(crate) fn new(message: &'m mut Message) -> Self {
+        let (end, eof, buf) = match &message.source {
+            Source::Bytes(b) => (b.len(), true, Vec::new()),
+            Source::Reader(_) => (0, false, vec![0; READ_CHUNK]),
+        };
+        Feed {
+            message,
+            buf,
+            start: 0,
+            end,
+            eof,
+            consumed: 0,
+            active: false,
+        }
+    }
+
+    /// `true` when the message can be sent again from its start.
+    pub(crate) fn restartable(&self) -> bool {
+        matches!(self.message.source, Source::Bytes(_)) || self.consumed == 0
+    }
+
+    /// Rewinds a restartable feed.
+    pub(crate) fn restart(&mut self) {
+        if let Source::Bytes(b) = &self.message.source {
+            self.end = b.len();
+        }
+        self.start = 0;
+        self.consumed = 0;
+        self.active = false;
+    }
+
+    /// Moves message bytes into the client until its buffer is full or the
+    /// source has nothing ready (then the source has registered `cx`); ends
+    /// the body at end of stream.
+    pub(crate) fn poll_feed(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut Client,
+        now: std::time::Instant,
+    ) -> Result<Fed, FeedError> {
+        let mut progressed = false;
+        while self.active {
+            if self.start < self.end {
+                let data = match &self.message.source {
+                    Source::Bytes(b) => &b[self.start..self.end],
+                    Source::Reader(_) => &self.buf[self.start..self.end],
+                };
+                let n = client.write_body(now, data).map_err(FeedError::Client)?;
+                if n == 0 {
+                    break;
+                }
+                self.start += n;
+                if matches!(self.message.source, Source::Bytes(_)) {
+                    self.consumed += n as u64;
+                }
+                progressed = true;
+                continue;
+            }
+            if self.eof {
+                client.finish_body(now).map_err(FeedError::Client)?;
+                self.active = false;
+                progressed = true;
+                break;
+            }
+            let Source::Reader(r) = &mut self.message.source else {
+                break;
+            };
+            match r.as_mut().poll_read(cx, &mut self.buf) {
+                Poll::Ready(Ok(0)) => self.eof = true,
+                Poll::Ready(Ok(n)) => {
+                    self.start = 0;
+                    self.end = n;
+                    self.consumed += n as u64;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Err(FeedError::Source(e)),
+                Poll::Pending => break,
+            }
+        }
+        Ok(if progressed { Fed::Progress } else { Fed::Idle })
+    }
+}
