@@ -1,0 +1,524 @@
+//! The transport scenarios, written once against [`postern_transport`] and
+//! run by `postern-tokio` and `postern-async-std` on their own runtime. Each
+//! panics with a message when the transport misbehaves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::time::Duration;
+
+use postern_transport::{
+    AuthFailureKind, ClientCredential, Envelope, Error, Mailbox, Message, OAuth2, PoolConfig,
+    Runtime, Secret, Security, Timeouts, TlsOptions, Transport, TransportBuilder,
+};
+
+use crate::{Generated, Pki, ServerCert, ServerTls, SmtpServer, SmtpServerConfig, SmtpSink, TokenServer, TokenServerConfig, Tokens};
+
+const FROM: &str = "sender@example.com";
+const MESSAGE: &str = "From: <sender@example.com>\r\nTo: <rcpt@example.com>\r\nSubject: hello\r\n\r\nHello.\r\n.leading dot\r\n";
+
+fn mailbox(s: &str) -> Mailbox {
+    Mailbox::parse(s).unwrap()
+}
+
+fn envelope(to: &[&str]) -> Envelope {
+    Envelope::new(mailbox(FROM), to.iter().map(|t| mailbox(t)))
+}
+
+fn roots(pki: &Pki) -> TlsOptions {
+    let mut t = TlsOptions::default();
+    assert_eq!(t.add_root_pem(pki.ca_pem.as_bytes()).unwrap(), 1);
+    t
+}
+
+fn tls_server(cert: &ServerCert, implicit: bool, mut config: SmtpServerConfig) -> SmtpServer {
+    let c = cert.server_config();
+    config.tls = if implicit { ServerTls::Implicit(c) } else { ServerTls::StartTls(c) };
+    SmtpServer::start(config).unwrap()
+}
+
+fn builder<R: Runtime + Default>(host: &str, port: u16, security: Security) -> TransportBuilder<R> {
+    Transport::<R>::builder(host)
+        .port(port)
+        .security(security)
+        .timeouts(Timeouts::uniform(Duration::from_secs(20)))
+        .connect_timeout(Duration::from_secs(10))
+}
+
+/// The received message, with the client's line ends and dot-stuffing undone.
+fn assert_received(server: &SmtpServer, index: usize, to: &[&str]) {
+    let got = &server.messages()[index];
+    assert_eq!(got.from, FROM);
+    assert_eq!(got.to, to);
+    assert_eq!(got.data.as_deref(), Some(MESSAGE.as_bytes()));
+}
+
+/// Plaintext, no AUTH, pipelined MAIL/RCPT/DATA; one recipient refused:
+/// the report says which.
+pub async fn plaintext_partial_delivery<R: Runtime + Default>() {
+    let server = SmtpServer::start(SmtpServerConfig {
+        reject_recipients: vec!["nobody@example.com".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let t = builder::<R>("127.0.0.1", server.port(), Security::Plaintext).build().unwrap();
+    let report = t
+        .send(&envelope(&["rcpt@example.com", "nobody@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert!(!report.all_accepted());
+    let refused: Vec<_> = report.rejected().map(|r| r.mailbox.to_string()).collect();
+    assert_eq!(refused, ["nobody@example.com"]);
+    assert_eq!(report.rejected().next().unwrap().reply.as_ref().unwrap().code(), 550);
+    assert_received(&server, 0, &["rcpt@example.com"]);
+
+    // Every recipient refused: an error carrying the report.
+    let err = t.send(&envelope(&["nobody@example.com"]), MESSAGE).await.unwrap_err();
+    let Error::Rejected(report) = &err else { panic!("{err:?}") };
+    assert_eq!(report.recipients[0].reply.as_ref().unwrap().code(), 550);
+    // The connection survived the refusal and was reused.
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(server.connections(), 1);
+    t.shutdown().await;
+}
+
+/// STARTTLS with the test CA, AUTH PLAIN with a password.
+pub async fn starttls_password<R: Runtime + Default>() {
+    let pki = Pki::generate();
+    let server = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            users: vec![("alice".into(), "s3cret~pw".into())],
+            require_auth: true,
+            ..Default::default()
+        },
+    );
+    let t = builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .password("alice", "s3cret~pw")
+        .build()
+        .unwrap();
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    let auths = server.auths();
+    assert_eq!(auths.len(), 1);
+    assert_eq!((auths[0].mechanism.as_str(), auths[0].user.as_str(), auths[0].ok), ("PLAIN", "alice", true));
+    assert_eq!(server.messages()[0].user.as_deref(), Some("alice"));
+    assert_received(&server, 0, &["rcpt@example.com"]);
+
+    // A wrong password: an AUTH error, classified, no retry.
+    let bad = builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .password("alice", "wrong")
+        .build()
+        .unwrap();
+    let err = bad.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    let Error::Auth(f) = &err else { panic!("{err:?}") };
+    assert_eq!(f.kind, AuthFailureKind::CredentialsRejected);
+    assert!(!err.to_string().contains("wrong"), "{err}");
+    assert_eq!(server.auths().len(), 2);
+    t.shutdown().await;
+}
+
+/// Implicit TLS (port-465 style), XOAUTH2 with a token from the token
+/// endpoint (client credentials, secret in the body).
+pub async fn implicit_tls_oauth2<R: Runtime + Default>() {
+    let pki = Pki::generate();
+    let tokens = Tokens::default();
+    let token_server = TokenServer::start(TokenServerConfig {
+        clients: vec![("app".into(), "app~secret".into())],
+        tokens: tokens.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let server = tls_server(
+        &pki.localhost,
+        true,
+        SmtpServerConfig {
+            tokens: tokens.clone(),
+            require_auth: true,
+            ..Default::default()
+        },
+    );
+    let oauth = OAuth2::client_credentials(
+        &token_server.url(),
+        true,
+        "app",
+        ClientCredential::SecretPost(Secret::new("app~secret")),
+        FROM,
+    )
+    .unwrap()
+    .scope("https://mail.example/.default");
+    let t = builder::<R>("127.0.0.1", server.port(), Security::ImplicitTls)
+        .tls(roots(&pki))
+        .oauth2(oauth)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    }
+    assert_eq!(token_server.requests(), 1);
+    assert_eq!(t.stats().token_fetches, 1);
+    let auths = server.auths();
+    assert_eq!(auths.len(), 1, "one AUTH, then the connection is reused");
+    // The core prefers the standard OAUTHBEARER when both are offered.
+    assert_eq!((auths[0].mechanism.as_str(), auths[0].user.as_str()), ("OAUTHBEARER", FROM));
+    assert_eq!(server.connections(), 1);
+    assert_eq!(t.stats().connections_reused, 2);
+
+    // XOAUTH2 forced (what Exchange Online offers), secret in HTTP Basic,
+    // over a fresh transport.
+    let t2 = builder::<R>("127.0.0.1", server.port(), Security::ImplicitTls)
+        .tls(roots(&pki))
+        .oauth2(
+            OAuth2::client_credentials(&token_server.url(), true, "app", ClientCredential::SecretBasic(Secret::new("app~secret")), FROM)
+                .unwrap(),
+        )
+        .mechanism(postern_transport::Mechanism::XOAuth2)
+        .build()
+        .unwrap();
+    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(server.auths()[1].mechanism, "XOAUTH2");
+    t.shutdown().await;
+    t2.shutdown().await;
+}
+
+/// Certificates that must be refused: wrong host name, expired, unknown
+/// issuer. The dangerous option accepts them.
+pub async fn bad_certificates_rejected<R: Runtime + Default>() {
+    let pki = Pki::generate();
+    for (cert, implicit, expect) in [
+        (&pki.wrong_host, false, "NotValidForName"),
+        (&pki.expired, true, "Expired"),
+    ] {
+        let server = tls_server(cert, implicit, SmtpServerConfig::default());
+        let security = if implicit { Security::ImplicitTls } else { Security::StartTls };
+        let t = builder::<R>("localhost", server.port(), security).tls(roots(&pki)).build().unwrap();
+        let err = t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+        let Error::Tls { source, .. } = &err else { panic!("{err:?}") };
+        assert!(format!("{source:?}").contains(expect), "{source:?}");
+        assert!(server.messages().is_empty());
+
+        let mut dangerous = TlsOptions::default();
+        dangerous.dangerous_accept_invalid_certs(true);
+        let t = builder::<R>("localhost", server.port(), security).tls(dangerous).build().unwrap();
+        t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+        assert_eq!(server.messages().len(), 1);
+        t.shutdown().await;
+    }
+    // Unknown issuer: the default roots do not include the test CA.
+    let server = tls_server(&pki.localhost, false, SmtpServerConfig::default());
+    let t = builder::<R>("localhost", server.port(), Security::StartTls).build().unwrap();
+    let err = t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    let Error::Tls { source, .. } = &err else { panic!("{err:?}") };
+    assert!(format!("{source:?}").contains("UnknownIssuer"), "{source:?}");
+}
+
+fn oauth_setup(lifetime: u64) -> (Pki, Tokens, TokenServer, SmtpServer) {
+    let pki = Pki::generate();
+    let tokens = Tokens::default();
+    let token_server = TokenServer::start(TokenServerConfig {
+        clients: vec![("app".into(), "app~secret".into())],
+        tokens: tokens.clone(),
+        lifetime_secs: lifetime,
+        ..Default::default()
+    })
+    .unwrap();
+    let server = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            tokens: tokens.clone(),
+            require_auth: true,
+            ..Default::default()
+        },
+    );
+    (pki, tokens, token_server, server)
+}
+
+fn oauth_transport<R: Runtime + Default>(pki: &Pki, token_server: &TokenServer, server: &SmtpServer, pool: PoolConfig, secret: &str) -> Transport<R> {
+    let oauth = OAuth2::client_credentials(
+        &token_server.url(),
+        true,
+        "app",
+        ClientCredential::SecretPost(Secret::new(secret)),
+        FROM,
+    )
+    .unwrap();
+    builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(pki))
+        .oauth2(oauth)
+        .pool(pool)
+        .build()
+        .unwrap()
+}
+
+/// The server stops accepting the cached token: the transport invalidates
+/// it, fetches one fresh token and authenticates once more. When the fresh
+/// one is refused too, it gives up (no loop).
+pub async fn token_rejected_then_refreshed_once<R: Runtime + Default>() {
+    let (pki, tokens, token_server, server) = oauth_setup(3600);
+    let one_per_connection = PoolConfig {
+        max_messages_per_connection: 1,
+        ..PoolConfig::default()
+    };
+    let t = oauth_transport::<R>(&pki, &token_server, &server, one_per_connection, "app~secret");
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(token_server.requests(), 1);
+
+    tokens.revoke_all();
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(token_server.requests(), 2, "exactly one refresh after the rejection");
+    let oks: Vec<bool> = server.auths().iter().map(|a| a.ok).collect();
+    assert_eq!(oks, [true, false, true]);
+
+    // A server that refuses every token: one retry, then the error.
+    let other = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            tokens: Tokens::default(),
+            ..Default::default()
+        },
+    );
+    let t2 = oauth_transport::<R>(&pki, &token_server, &other, PoolConfig::default(), "app~secret");
+    let before = token_server.requests();
+    let err = t2.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    let Error::Auth(f) = &err else { panic!("{err:?}") };
+    assert_eq!(f.kind, AuthFailureKind::TokenRejected);
+    assert!(f.challenge_text().unwrap().contains("invalid_token"));
+    assert_eq!(token_server.requests() - before, 2, "first token + one refresh");
+    assert_eq!(other.auths().len(), 2, "two AUTH attempts, no loop");
+    let rendered = format!("{err} {err:?}");
+    for issued in 1..=tokens.issued() {
+        assert!(!rendered.contains(&format!("at-{issued}-")), "token leaked: {rendered}");
+    }
+    t.shutdown().await;
+    t2.shutdown().await;
+}
+
+/// A wrong client secret: the token endpoint's AADSTS7000215 comes back as a
+/// typed error with its diagnosis; the SMTP server never sees AUTH.
+pub async fn token_endpoint_error<R: Runtime + Default>() {
+    let (pki, _tokens, token_server, server) = oauth_setup(3600);
+    let t = oauth_transport::<R>(&pki, &token_server, &server, PoolConfig::default(), "not-the-secret");
+    let err = t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    let Error::Token(postern_transport::oauth::FetchError::OAuth(e)) = &err else { panic!("{err:?}") };
+    assert_eq!(e.error_codes, [7000215]);
+    let text = err.to_string();
+    assert!(text.contains("AADSTS7000215"), "{text}");
+    assert!(!text.contains("not-the-secret"), "{text}");
+    assert!(server.auths().is_empty());
+    // The failure is cached with backoff: an immediate second send does not
+    // hammer the endpoint.
+    let err2 = t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    assert!(matches!(err2, Error::Token(_)), "{err2:?}");
+    assert_eq!(token_server.requests(), 1);
+}
+
+/// 1,000 concurrent sends on one transport: one token request in all, at
+/// most `max_connections` SMTP connections, every message delivered.
+pub async fn concurrent_sends_fetch_once<R: Runtime + Default>() {
+    let (pki, _tokens, token_server, server) = oauth_setup(3600);
+    let pool = PoolConfig {
+        max_connections: 4,
+        max_messages_per_connection: 1000,
+        ..PoolConfig::default()
+    };
+    let t = oauth_transport::<R>(&pki, &token_server, &server, pool, "app~secret");
+    let rt = R::default();
+    let (tx, rx) = async_channel::unbounded();
+    const N: usize = 1000;
+    for i in 0..N {
+        let t = t.clone();
+        let tx = tx.clone();
+        rt.spawn(async move {
+            let to = format!("rcpt{i}@example.com");
+            let r = t.send(&envelope(&[&to]), MESSAGE).await;
+            let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string())).await;
+        });
+    }
+    for _ in 0..N {
+        rx.recv().await.unwrap().unwrap();
+    }
+    assert_eq!(token_server.requests(), 1, "single flight across tasks");
+    assert_eq!(server.messages().len(), N);
+    assert!(server.connections() <= 4, "{} connections", server.connections());
+    t.shutdown().await;
+}
+
+/// Pool behaviour: sequential sends reuse one connection; past
+/// `noop_after` a NOOP checks it first; a session the server dropped while
+/// idle is replaced transparently.
+pub async fn pool_reuse_and_stale_connections<R: Runtime + Default>() {
+    let server = SmtpServer::start(SmtpServerConfig {
+        idle_close: Some(Duration::from_millis(300)),
+        ..Default::default()
+    })
+    .unwrap();
+    let pool = PoolConfig {
+        noop_after: Duration::from_secs(3600),
+        ..PoolConfig::default()
+    };
+    let t = builder::<R>("127.0.0.1", server.port(), Security::Plaintext).pool(pool).build().unwrap();
+    for _ in 0..5 {
+        t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    }
+    assert_eq!(server.connections(), 1);
+    assert_eq!(t.stats().connections_reused, 4);
+
+    // The server drops the idle session (421); the next send notices and
+    // resends on a new connection.
+    sleep::<R>(Duration::from_millis(600)).await;
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(server.connections(), 2);
+    assert_eq!(server.messages().len(), 6);
+
+    // With a short noop_after the dead session is found by NOOP instead.
+    let t2 = builder::<R>("127.0.0.1", server.port(), Security::Plaintext)
+        .pool(PoolConfig {
+            noop_after: Duration::from_millis(100),
+            ..PoolConfig::default()
+        })
+        .build()
+        .unwrap();
+    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    sleep::<R>(Duration::from_millis(150)).await;
+    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(server.connections(), 3, "alive after NOOP: reused");
+    sleep::<R>(Duration::from_millis(600)).await;
+    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap();
+    assert_eq!(server.connections(), 4, "dead at NOOP: replaced");
+
+    t.shutdown().await;
+    let err = t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    assert!(matches!(err, Error::Shutdown), "{err:?}");
+    t2.shutdown().await;
+}
+
+/// A server that accepts the connection and never greets: the greeting
+/// timeout fires and names its phase.
+pub async fn greeting_timeout<R: Runtime + Default>() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut timeouts = Timeouts::uniform(Duration::from_secs(20));
+    timeouts.greeting = Duration::from_millis(200);
+    let t = Transport::<R>::builder("127.0.0.1")
+        .port(port)
+        .security(Security::Plaintext)
+        .timeouts(timeouts)
+        .build()
+        .unwrap();
+    let err = t.send(&envelope(&["rcpt@example.com"]), MESSAGE).await.unwrap_err();
+    let Error::Smtp(postern_transport::smtp::Error::Timeout { phase }) = &err else { panic!("{err:?}") };
+    assert_eq!(*phase, postern_transport::smtp::Phase::Greeting);
+    drop(silent);
+}
+
+/// Streams a generated message of `size` bytes (CHUNKING on or off) and
+/// checks the server received exactly it. Returns the process's peak RSS.
+pub async fn stream_large<R: Runtime + Default>(size: u64, chunking: bool) -> Option<u64> {
+    let server = SmtpServer::start(SmtpServerConfig {
+        keep_bodies: false,
+        chunking,
+        ..Default::default()
+    })
+    .unwrap();
+    let t = builder::<R>("127.0.0.1", server.port(), Security::Plaintext).build().unwrap();
+    let generated = Generated::new(size);
+    let expected = generated.expected();
+    let report = t
+        .send(&envelope(&["rcpt@example.com"]), Message::reader(generated))
+        .await
+        .unwrap();
+    assert!(report.all_accepted());
+    let got = &server.messages()[0];
+    assert_eq!((got.size, got.digest), expected);
+    t.shutdown().await;
+    crate::peak_rss()
+}
+
+/// Against Postfix's real `smtp-sink`: pooled sends over one connection and
+/// a streamed message. Returns `false` when smtp-sink is not installed and
+/// was not required.
+pub async fn real_smtp_sink<R: Runtime + Default>(messages: usize, stream_size: u64) -> bool {
+    let Some(sink) = SmtpSink::start().unwrap() else {
+        return false;
+    };
+    let t = builder::<R>("127.0.0.1", sink.port(), Security::Plaintext).build().unwrap();
+    for i in 0..messages {
+        let to = format!("rcpt{i}@example.com");
+        let report = t.send(&envelope(&[&to, "second@example.com"]), MESSAGE).await.unwrap();
+        assert!(report.all_accepted());
+    }
+    let s = t.stats();
+    assert_eq!(s.connections_opened, 1);
+    assert_eq!(s.connections_reused, messages as u64 - 1);
+    let report = t
+        .send(&envelope(&["big@example.com"]), Message::reader(Generated::new(stream_size)))
+        .await
+        .unwrap();
+    assert!(report.all_accepted());
+    assert_eq!(report.body.input_bytes, stream_size, "{:?}", report.body);
+    assert!(report.body.dots_stuffed > 0);
+    t.shutdown().await;
+    true
+}
+
+async fn sleep<R: Runtime + Default>(d: Duration) {
+    let rt = R::default();
+    rt.sleep_until(rt.now() + d).await;
+}
+
+/// Defines one `#[test]` per scenario for runtime `$rt`, with `$attr` the
+/// runtime's test attribute (`tokio::test(...)`, `async_std::test`).
+#[macro_export]
+macro_rules! transport_tests {
+    (#[$attr:meta] $rt:ty) => {
+        $crate::transport_tests!(@each #[$attr] $rt;
+            plaintext_partial_delivery,
+            starttls_password,
+            implicit_tls_oauth2,
+            bad_certificates_rejected,
+            token_rejected_then_refreshed_once,
+            token_endpoint_error,
+            concurrent_sends_fetch_once,
+            pool_reuse_and_stale_connections,
+            greeting_timeout,
+        );
+
+        #[$attr]
+        async fn stream_with_data_and_with_bdat() {
+            $crate::scenarios::stream_large::<$rt>(8 << 20, false).await;
+            $crate::scenarios::stream_large::<$rt>(8 << 20, true).await;
+        }
+
+        #[$attr]
+        async fn real_smtp_sink() {
+            if !$crate::scenarios::real_smtp_sink::<$rt>(50, 16 << 20).await {
+                eprintln!("smtp-sink not installed; set POSTERN_REAL_PEERS=1 to require it");
+            }
+        }
+    };
+    (@each #[$attr:meta] $rt:ty; $($name:ident),* $(,)?) => {$(
+        #[$attr]
+        async fn $name() {
+            $crate::scenarios::$name::<$rt>().await;
+        }
+    )*};
+}
+
+/// Defines the 1 GiB streaming test for runtime `$rt`: peak RSS of the test
+/// process must stay under 32 MiB. Put it in a test binary of its own so the
+/// peak is this test's.
+#[macro_export]
+macro_rules! large_message_test {
+    (#[$attr:meta] $rt:ty) => {
+        #[$attr]
+        async fn one_gib_in_constant_memory() {
+            let peak = $crate::scenarios::stream_large::<$rt>(1 << 30, false).await;
+            if let Some(peak) = peak {
+                eprintln!("peak RSS after streaming 1 GiB: {:.1} MiB", peak as f64 / 1048576.0);
+                assert!(peak < 32 << 20, "peak RSS {peak} bytes");
+            }
+        }
+    };
+}
