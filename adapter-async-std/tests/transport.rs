@@ -1,7 +1,10 @@
 //! The shared transport scenarios on async-std, against the loopback peers and
 //! Postfix's smtp-sink.
 
-postern_test_support::transport_tests!(#[async_std::test] postern_async_std::AsyncStd);
+postern_test_support::transport_tests!(
+    #[async_std::test]
+    postern_async_std::AsyncStd
+);
 
 #[async_std::test]
 async fn streamed_from_an_async_std_reader() {
@@ -20,7 +23,9 @@ async fn streamed_from_an_async_std_reader() {
         postern_async_std::Mailbox::parse("a@example.com").unwrap(),
         [postern_async_std::Mailbox::parse("b@example.com").unwrap()],
     );
-    t.send(&envelope, postern_async_std::message_from_reader(file)).await.unwrap();
+    t.send(&envelope, postern_async_std::message_from_reader(file))
+        .await
+        .unwrap();
     assert_eq!(
         server.messages()[0].data.as_deref(),
         Some(&b"Subject: from a file\r\n\r\nline one\r\n.dot line\r\n"[..])

@@ -1,4 +1,7 @@
 //! Streams a 1 GiB generated message; peak memory must stay under 32 MiB.
 //! A test binary of its own, so the process's peak RSS is this test's.
 
-postern_test_support::large_message_test!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] postern_tokio::Tokio);
+postern_test_support::large_message_test!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    postern_tokio::Tokio
+);

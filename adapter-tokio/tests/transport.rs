@@ -1,7 +1,10 @@
 //! The shared transport scenarios on tokio, against the loopback peers and
 //! Postfix's smtp-sink.
 
-postern_test_support::transport_tests!(#[tokio::test(flavor = "multi_thread", worker_threads = 2)] postern_tokio::Tokio);
+postern_test_support::transport_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    postern_tokio::Tokio
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_from_a_tokio_reader() {
@@ -20,7 +23,9 @@ async fn streamed_from_a_tokio_reader() {
         postern_tokio::Mailbox::parse("a@example.com").unwrap(),
         [postern_tokio::Mailbox::parse("b@example.com").unwrap()],
     );
-    t.send(&envelope, postern_tokio::message_from_reader(file)).await.unwrap();
+    t.send(&envelope, postern_tokio::message_from_reader(file))
+        .await
+        .unwrap();
     assert_eq!(
         server.messages()[0].data.as_deref(),
         Some(&b"Subject: from a file\r\n\r\nline one\r\n.dot line\r\n"[..])

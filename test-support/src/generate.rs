@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 
 use crate::Fnv;
 
-const HEADER: &[u8] = b"From: <big@example.com>\r\nTo: <sink@example.com>\r\nSubject: generated\r\n\r\n";
+const HEADER: &[u8] =
+    b"From: <big@example.com>\r\nTo: <sink@example.com>\r\nSubject: generated\r\n\r\n";
 const TEXT: &[u8] = b"abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,;:!?-+*/=";
 
 /// A CRLF message of exactly `size` bytes (at least the header): 78-byte
@@ -47,7 +48,7 @@ impl Generated {
         match col {
             76 => b'\r',
             77 => b'\n',
-            0 if line % 7 == 0 => b'.',
+            0 if line.is_multiple_of(7) => b'.',
             _ => TEXT[(col + usize::try_from(line % 13).unwrap_or(0)) % TEXT.len()],
         }
     }
@@ -81,7 +82,11 @@ impl Generated {
 }
 
 impl futures_io::AsyncRead for Generated {
-    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         Poll::Ready(Ok(self.fill(buf)))
     }
 }

@@ -72,7 +72,9 @@ impl TokenServer {
             forced: Mutex::new(None),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let st = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name("token-server".to_owned())
@@ -154,10 +156,14 @@ async fn serve(mut tcp: TcpStream, st: Arc<State>) -> io::Result<()> {
     let header = |name: &str| {
         head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
         })
     };
-    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     while buf.len() < head_end + length {
         let n = tcp.read(&mut chunk).await?;
         if n == 0 {
@@ -199,9 +205,15 @@ fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> 
     }
     let form = postern_oauth::form::parse(body);
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let (id, secret) = match authorization.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
+    let (id, secret) = match authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Basic "))
+    {
         Some(b) => {
-            let decoded = B64.decode(b.trim()).ok().and_then(|d| String::from_utf8(d).ok());
+            let decoded = B64
+                .decode(b.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok());
             let Some((i, s)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
                 return error(401, "invalid_client", "malformed Basic credentials");
             };
@@ -227,7 +239,11 @@ fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> 
                 return error(400, "invalid_request", "refresh_token missing");
             };
             if !st.config.refresh_tokens.contains(&r) {
-                return error(400, "invalid_grant", "AADSTS70008: The refresh token has expired or is invalid.");
+                return error(
+                    400,
+                    "invalid_grant",
+                    "AADSTS70008: The refresh token has expired or is invalid.",
+                );
             }
         }
         _ => return error(400, "unsupported_grant_type", "grant not supported"),

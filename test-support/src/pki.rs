@@ -30,7 +30,10 @@ impl ServerCert {
         #[allow(clippy::expect_used)]
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .and_then(|b| Ok(b.with_no_client_auth().with_single_cert(self.chain.clone(), key)?))
+            .and_then(|b| {
+                b.with_no_client_auth()
+                    .with_single_cert(self.chain.clone(), key)
+            })
             .expect("test certificate is usable");
         Arc::new(config)
     }
@@ -65,8 +68,9 @@ impl Pki {
         let issuer = Issuer::new(ca, ca_key);
         let leaf = |names: &[&str], expired: bool| -> ServerCert {
             let key = KeyPair::generate().expect("key generation");
-            let mut p = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
-                .expect("leaf params");
+            let mut p =
+                CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                    .expect("leaf params");
             if expired {
                 p.not_before = date_time_ymd(2019, 1, 1);
                 p.not_after = date_time_ymd(2020, 1, 1);

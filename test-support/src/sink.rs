@@ -23,7 +23,9 @@ impl SmtpSink {
         let required = std::env::var_os("POSTERN_REAL_PEERS").is_some_and(|v| v == "1");
         if !Path::new(SMTP_SINK).exists() {
             return if required {
-                Err(format!("{SMTP_SINK} is missing (install the postfix package)"))
+                Err(format!(
+                    "{SMTP_SINK} is missing (install the postfix package)"
+                ))
             } else {
                 Ok(None)
             };

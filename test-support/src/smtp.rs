@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, ReadBuf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, ReadBuf,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
 
@@ -217,7 +219,11 @@ fn upgrading<T>() -> Poll<io::Result<T>> {
 }
 
 impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -227,7 +233,11 @@ impl AsyncRead for Io {
 }
 
 impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -265,11 +275,17 @@ struct Session {
 
 const MAX_LINE: usize = 64 * 1024;
 
-async fn session(tcp: TcpStream, config: Arc<SmtpServerConfig>, record: Arc<Record>) -> io::Result<()> {
+async fn session(
+    tcp: TcpStream,
+    config: Arc<SmtpServerConfig>,
+    record: Arc<Record>,
+) -> io::Result<()> {
     tcp.set_nodelay(true)?;
     let (io, tls) = match &config.tls {
         ServerTls::Implicit(c) => {
-            let tls = tokio_rustls::TlsAcceptor::from(Arc::clone(c)).accept(tcp).await?;
+            let tls = tokio_rustls::TlsAcceptor::from(Arc::clone(c))
+                .accept(tcp)
+                .await?;
             (Io::Tls(Box::new(tls)), true)
         }
         _ => (Io::Plain(tcp), false),
@@ -304,7 +320,8 @@ impl Session {
             Some(d) => match tokio::time::timeout(d, read).await {
                 Ok(r) => r?,
                 Err(_) => {
-                    self.reply("421 4.4.2 localhost Error: timeout exceeded").await?;
+                    self.reply("421 4.4.2 localhost Error: timeout exceeded")
+                        .await?;
                     return Ok(None);
                 }
             },
@@ -361,9 +378,16 @@ impl Session {
                     let to = angle(&line);
                     if self.from.is_none() {
                         self.reply("503 5.5.1 Error: need MAIL command").await?;
-                    } else if self.config.reject_recipients.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
-                        self.reply(&format!("550 5.1.1 <{to}>: Recipient address rejected: User unknown"))
-                            .await?;
+                    } else if self
+                        .config
+                        .reject_recipients
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(&to))
+                    {
+                        self.reply(&format!(
+                            "550 5.1.1 <{to}>: Recipient address rejected: User unknown"
+                        ))
+                        .await?;
                     } else {
                         self.to.push(to);
                         self.reply("250 2.1.5 Ok").await?;
@@ -388,14 +412,22 @@ impl Session {
                     self.reply("221 2.0.0 Bye").await?;
                     return Ok(());
                 }
-                _ => self.reply("502 5.5.2 Error: command not recognized").await?,
+                _ => {
+                    self.reply("502 5.5.2 Error: command not recognized")
+                        .await?
+                }
             }
         }
         Ok(())
     }
 
     async fn ehlo(&mut self) -> io::Result<()> {
-        let mut lines = vec!["localhost".to_owned(), "PIPELINING".into(), "8BITMIME".into(), "ENHANCEDSTATUSCODES".into()];
+        let mut lines = vec![
+            "localhost".to_owned(),
+            "PIPELINING".into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
         if matches!(self.config.tls, ServerTls::StartTls(_)) && !self.tls {
             lines.push("STARTTLS".into());
         }
@@ -418,7 +450,11 @@ impl Session {
         self.reply(&text).await
     }
 
-    async fn response(&mut self, initial: Option<&str>, prompt: &str) -> io::Result<Option<Vec<u8>>> {
+    async fn response(
+        &mut self,
+        initial: Option<&str>,
+        prompt: &str,
+    ) -> io::Result<Option<Vec<u8>>> {
         let text = match initial {
             Some(t) => t.to_owned(),
             None => {
@@ -440,7 +476,9 @@ impl Session {
         let mechanism = parts.next().unwrap_or("").to_ascii_uppercase();
         let initial = parts.next();
         if !(self.tls || self.config.auth_without_tls) {
-            return self.reply("538 5.7.11 Encryption required for requested authentication mechanism").await;
+            return self
+                .reply("538 5.7.11 Encryption required for requested authentication mechanism")
+                .await;
         }
         if self.user.is_some() {
             return self.reply("503 5.5.1 Error: already authenticated").await;
@@ -452,10 +490,17 @@ impl Session {
                 };
                 let fields: Vec<&[u8]> = resp.split(|b| *b == 0).collect();
                 let (user, pass) = match fields.as_slice() {
-                    [_, u, p] => (String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned()),
+                    [_, u, p] => (
+                        String::from_utf8_lossy(u).into_owned(),
+                        String::from_utf8_lossy(p).into_owned(),
+                    ),
                     _ => return self.reply("501 5.5.2 malformed PLAIN response").await,
                 };
-                let ok = self.config.users.iter().any(|(u, p)| *u == user && *p == pass);
+                let ok = self
+                    .config
+                    .users
+                    .iter()
+                    .any(|(u, p)| *u == user && *p == pass);
                 (user, ok)
             }
             "LOGIN" => {
@@ -467,7 +512,11 @@ impl Session {
                 };
                 let user = String::from_utf8_lossy(&user).into_owned();
                 let pass = String::from_utf8_lossy(&pass).into_owned();
-                let ok = self.config.users.iter().any(|(u, p)| *u == user && *p == pass);
+                let ok = self
+                    .config
+                    .users
+                    .iter()
+                    .any(|(u, p)| *u == user && *p == pass);
                 (user, ok)
             }
             "XOAUTH2" | "OAUTHBEARER" => {
@@ -493,13 +542,18 @@ impl Session {
                     } else {
                         r#"{"status":"invalid_token","scope":"https://mail.example/"}"#
                     };
-                    self.reply(&format!("334 {}", B64.encode(challenge))).await?;
+                    self.reply(&format!("334 {}", B64.encode(challenge)))
+                        .await?;
                     // The client's acknowledgement (empty line or AQ==).
                     let _ = self.read_line().await?;
                 }
                 (user, ok)
             }
-            _ => return self.reply("504 5.5.4 Unrecognized authentication type").await,
+            _ => {
+                return self
+                    .reply("504 5.5.4 Unrecognized authentication type")
+                    .await;
+            }
         };
         lock(&self.record.auths).push(AuthAttempt {
             mechanism: mechanism.clone(),

@@ -41,7 +41,7 @@ pub enum Auth {
     },
     /// XOAUTH2 or OAUTHBEARER with tokens fetched, cached and refreshed by the
     /// transport.
-    OAuth2(OAuth2),
+    OAuth2(Box<OAuth2>),
 }
 
 /// A signed JWT produced on demand (Microsoft certificate credentials, Google
@@ -389,7 +389,7 @@ impl TokenProvider {
                 (None, None) => {
                     if let Some(error) = lookup.last_error.filter(|_| !self.lock().cache.fetching())
                     {
-                        return Err(Error::Token(error));
+                        return Err(error.into());
                     }
                     // Another task is fetching (or a backoff ends): wait for
                     // its report, or for the cache's own deadline.

@@ -54,7 +54,7 @@ impl Login {
                 Login::Fixed(Credentials::bearer(user.clone(), token.expose()))
             }
             Auth::OAuth2(o) => {
-                Login::Fetched(Arc::new(TokenProvider::new(o.clone(), Arc::clone(tls))))
+                Login::Fetched(Arc::new(TokenProvider::new((**o).clone(), Arc::clone(tls))))
             }
         }
     }
@@ -166,7 +166,7 @@ impl<R: Runtime> Connection<R> {
                         host: target.host.clone(),
                         port: target.port,
                     },
-                    Error::Smtp,
+                    Error::from,
                 ))
             }
         }
@@ -219,7 +219,7 @@ impl<R: Runtime> Connection<R> {
                     generation = Some(issued.generation);
                     tracing::info!("retrying AUTH once with a fresh token");
                 }
-                _ => return Err(Error::Auth(failure)),
+                _ => return Err(failure.into()),
             }
         }
     }
@@ -283,7 +283,7 @@ impl<R: Runtime> Connection<R> {
     /// the connection; others are logged.
     fn unexpected(&self, event: Event) -> Result<(), Error> {
         match event {
-            Event::Closed { error: Some(e) } => Err(Error::Smtp(e)),
+            Event::Closed { error: Some(e) } => Err(e.into()),
             Event::Closed { error: None } => Err(Error::Io(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the connection was closed",
@@ -383,7 +383,7 @@ impl<R: Runtime> Connection<R> {
                     // say: nothing will wake this task again.
                     return Poll::Ready(Err(self.client.error().cloned().map_or_else(
                         || Error::Io(io::ErrorKind::UnexpectedEof.into()),
-                        Error::Smtp,
+                        Error::from,
                     )));
                 }
                 return Poll::Pending;

@@ -47,15 +47,15 @@ pub enum Error {
     /// The SMTP session failed: a timeout (with its phase), a malformed reply,
     /// the server closing, STARTTLS unavailable, bytes injected after
     /// STARTTLS.
-    Smtp(postern_smtp::Error),
+    Smtp(Box<postern_smtp::Error>),
     /// The SMTP client refused a command: a mechanism the server does not
     /// offer, an extension the envelope needs, a message over SIZE.
-    Command(CommandError),
+    Command(Box<CommandError>),
     /// AUTH failed. For token mechanisms the transport has already fetched a
     /// fresh token and tried once more when that could help.
-    Auth(AuthFailure),
+    Auth(Box<AuthFailure>),
     /// No access token could be obtained from the token endpoint.
-    Token(FetchError),
+    Token(Box<FetchError>),
     /// The server refused the message for every recipient, or refused MAIL
     /// FROM or the message itself. The report holds every reply.
     Rejected(Box<TransactionReport>),
@@ -95,12 +95,12 @@ impl Error {
         match self {
             Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::Io(_) => true,
             Error::Smtp(e) => !matches!(
-                e,
+                **e,
                 postern_smtp::Error::StartTlsUnavailable
                     | postern_smtp::Error::StartTlsRefused { .. }
             ),
             Error::Auth(f) => f.reply.is_transient(),
-            Error::Token(e) => match e {
+            Error::Token(e) => match &**e {
                 FetchError::OAuth(o) => o.retryable(),
                 _ => true,
             },
@@ -159,9 +159,9 @@ impl std::error::Error for Error {
         match self {
             Error::Connect { source, .. } | Error::Tls { source, .. } => Some(source),
             Error::Io(e) | Error::Message(e) => Some(e),
-            Error::Smtp(e) => Some(e),
-            Error::Command(e) => Some(e),
-            Error::Token(e) => Some(e),
+            Error::Smtp(e) => Some(&**e),
+            Error::Command(e) => Some(&**e),
+            Error::Token(e) => Some(&**e),
             _ => None,
         }
     }
@@ -170,8 +170,26 @@ impl std::error::Error for Error {
 impl From<CommandError> for Error {
     fn from(e: CommandError) -> Self {
         match e {
-            CommandError::Failed(e) => Error::Smtp(e),
-            other => Error::Command(other),
+            CommandError::Failed(e) => Error::Smtp(Box::new(e)),
+            other => Error::Command(Box::new(other)),
         }
+    }
+}
+
+impl From<postern_smtp::Error> for Error {
+    fn from(e: postern_smtp::Error) -> Self {
+        Error::Smtp(Box::new(e))
+    }
+}
+
+impl From<FetchError> for Error {
+    fn from(e: FetchError) -> Self {
+        Error::Token(Box::new(e))
+    }
+}
+
+impl From<AuthFailure> for Error {
+    fn from(e: AuthFailure) -> Self {
+        Error::Auth(Box::new(e))
     }
 }

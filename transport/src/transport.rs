@@ -158,7 +158,7 @@ impl<R: Runtime> TransportBuilder<R> {
 
     /// Authenticate with tokens the transport fetches and refreshes.
     pub fn oauth2(mut self, oauth2: OAuth2) -> Self {
-        self.auth = Auth::OAuth2(oauth2);
+        self.auth = Auth::OAuth2(Box::new(oauth2));
         self
     }
 
@@ -423,11 +423,11 @@ impl<R: Runtime> Transport<R> {
                 s.rt.spawn(conn.quit());
                 continue;
             }
-            if idle_for >= s.pool.noop_after {
-                if let Err(e) = conn.noop().await {
-                    tracing::debug!(error = %e, "idle connection failed NOOP");
-                    continue;
-                }
+            if idle_for >= s.pool.noop_after
+                && let Err(e) = conn.noop().await
+            {
+                tracing::debug!(error = %e, "idle connection failed NOOP");
+                continue;
             }
             s.reused.fetch_add(1, Ordering::Relaxed);
             return Ok((conn, true));
@@ -453,9 +453,12 @@ fn stale(result: &Result<TransactionReport, Error>, consumed: u64) -> bool {
     let before_body = |phase: &Phase| matches!(phase, Phase::Mail | Phase::Rcpt | Phase::DataInit);
     match result {
         Err(Error::Io(_)) => consumed == 0,
-        Err(Error::Smtp(E::ConnectionClosed { phase } | E::ServiceUnavailable { phase, .. })) => {
-            before_body(phase) && consumed == 0
-        }
+        Err(Error::Smtp(e)) => match &**e {
+            E::ConnectionClosed { phase } | E::ServiceUnavailable { phase, .. } => {
+                before_body(phase) && consumed == 0
+            }
+            _ => false,
+        },
         _ => false,
     }
 }
