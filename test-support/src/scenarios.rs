@@ -416,6 +416,62 @@ pub async fn token_rejected_then_refreshed_once<R: Runtime + Default>() {
     t2.shutdown().await;
 }
 
+/// Refresh ahead: a token due for refresh is still used while the next one
+/// is fetched in the background; a later connection uses the new token
+/// without waiting for a fetch.
+pub async fn token_refreshed_ahead_in_background<R: Runtime + Default>() {
+    let (pki, tokens, token_server, server) = oauth_setup(2);
+    let oauth = OAuth2::client_credentials(
+        &token_server.url(),
+        true,
+        "app",
+        ClientCredential::SecretPost(Secret::new("app~secret")),
+        FROM,
+    )
+    .unwrap()
+    .cache_config(postern_transport::CacheConfig {
+        expiry_margin: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let t = builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .oauth2(oauth)
+        .pool(PoolConfig {
+            max_messages_per_connection: 2,
+            ..PoolConfig::default()
+        })
+        .build()
+        .unwrap();
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(token_server.requests(), 1);
+    // Past half the 2 s lifetime: due for refresh, still valid.
+    sleep::<R>(Duration::from_millis(1300)).await;
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if token_server.requests() == 2 {
+            break;
+        }
+        sleep::<R>(Duration::from_millis(20)).await;
+    }
+    assert_eq!(token_server.requests(), 2, "background refresh");
+    // The first token has expired now. A new connection (the first one
+    // reached its two messages) authenticates with the refreshed token, with
+    // no fetch of its own.
+    sleep::<R>(Duration::from_millis(800)).await;
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(server.connections(), 2);
+    assert_eq!(token_server.requests(), 2);
+    assert_eq!(tokens.issued(), 2);
+    assert!(server.auths().iter().all(|a| a.ok));
+    t.shutdown().await;
+}
+
 /// A wrong client secret: the token endpoint's AADSTS7000215 comes back as a
 /// typed error with its diagnosis; the SMTP server never sees AUTH.
 pub async fn token_endpoint_error<R: Runtime + Default>() {
@@ -656,6 +712,7 @@ macro_rules! transport_tests {
             bad_certificates_rejected,
             token_rejected_then_refreshed_once,
             token_endpoint_error,
+            token_refreshed_ahead_in_background,
             concurrent_sends_fetch_once,
             pool_reuse_and_stale_connections,
             greeting_timeout,

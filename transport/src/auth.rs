@@ -410,6 +410,25 @@ impl TokenProvider {
         }
     }
 
+    /// Starts a background fetch when the cached token is due for refresh
+    /// (called on every send, so a busy transport never waits for a token
+    /// when it opens a new connection). Never waits.
+    pub(crate) fn warm<R: Runtime>(self: &Arc<Self>, rt: &R) {
+        let lookup = {
+            let mut s = self.lock();
+            if s.cache.fetching() {
+                return;
+            }
+            let now = rt.now();
+            s.cache.lookup(now)
+        };
+        if let Some(fetch) = lookup.fetch {
+            let me = Arc::clone(self);
+            let rt2 = rt.clone();
+            rt.spawn(async move { me.fetch(&rt2, fetch).await });
+        }
+    }
+
     fn handle_timeout<R: Runtime>(self: &Arc<Self>, rt: &R) {
         let fetch = self.lock().cache.handle_timeout(rt.now());
         self.changed.notify(usize::MAX);

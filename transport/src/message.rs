@@ -48,6 +48,17 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The bytes of an in-memory message; `None` for a stream.
+    #[must_use]
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.source {
+            Source::Bytes(b) => Some(b),
+            Source::Reader(_) => None,
+        }
+    }
+}
+
 impl From<Vec<u8>> for Message {
     fn from(v: Vec<u8>) -> Self {
         Message::bytes(v)

@@ -345,6 +345,9 @@ impl<R: Runtime> Transport<R> {
         if s.shut.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
+        if let Login::Fetched(p) = &s.login {
+            p.warm(&s.rt);
+        }
         let _permit = s.permits.acquire().await;
         let (mut conn, reused) = self.checkout().await?;
         let mut feed = Feed::new(&mut message);

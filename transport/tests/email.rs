@@ -1,0 +1,72 @@
+//! Building a message from parts (feature `mail-builder`).
+#![cfg(feature = "mail-builder")]
+
+use postern_transport::{Email, Mailbox};
+
+#[allow(clippy::unwrap_used)]
+fn m(s: &str) -> Mailbox {
+    Mailbox::parse(s).unwrap()
+}
+
+#[test]
+fn envelope_and_headers() {
+    let (envelope, message) = Email::new(m("noreply@example.com"))
+        .from_name("Billing Team")
+        .to_named("Ann", m("ann@example.com"))
+        .cc(m("cc@example.com"))
+        .bcc(m("audit@example.com"))
+        .reply_to(Some("Support".into()), m("support@example.com"))
+        .return_path(m("bounces@example.com"))
+        .subject("Invoice 42")
+        .text("Amount due: 10 EUR.\n.\nA line with only a dot above.")
+        .header("X-Mailer", "postern")
+        .build()
+        .unwrap();
+    assert_eq!(envelope.from.to_string(), "<bounces@example.com>");
+    let rcpts: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.mailbox.to_string())
+        .collect();
+    assert_eq!(
+        rcpts,
+        ["ann@example.com", "cc@example.com", "audit@example.com"]
+    );
+    let text = String::from_utf8(message.as_bytes().unwrap().to_vec()).unwrap();
+    let head = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(
+        head.contains("From: \"Billing Team\" <noreply@example.com>\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Reply-To: \"Support\" <support@example.com>\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("To: \"Ann\" <ann@example.com>\r\n"), "{head}");
+    assert!(head.contains("Subject: Invoice 42\r\n"), "{head}");
+    assert!(head.contains("X-Mailer: postern\r\n"), "{head}");
+    assert!(
+        head.contains("Message-ID: <") && head.contains("Date: "),
+        "{head}"
+    );
+    assert!(
+        !text.contains("audit@"),
+        "Bcc must not be in the message: {text}"
+    );
+}
+
+#[test]
+fn refuses_bad_input() {
+    let no_rcpt = Email::new(m("a@example.com")).subject("x").build();
+    assert!(no_rcpt.unwrap_err().to_string().contains("no recipient"));
+    let injected = Email::new(m("a@example.com"))
+        .to(m("b@example.com"))
+        .header("X-Evil", "a\r\nBcc: victim@example.com")
+        .build();
+    assert!(injected.unwrap_err().to_string().contains("line break"));
+    let bad_name = Email::new(m("a@example.com"))
+        .to(m("b@example.com"))
+        .header("Bad Name", "x")
+        .build();
+    assert!(bad_name.is_err());
+}
