@@ -46,11 +46,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use postern_transport::rustls;
-use postern_transport::rustls::pki_types::ServerName;
+use rustls::pki_types::ServerName;
 
 #[cfg(feature = "mail-builder")]
 pub use postern_transport::Email;
+// Everything but the runtime-specific names below is postern-transport's.
+pub use postern_transport::*;
 pub use postern_transport::{
     Assertion, Auth, AuthFailure, AuthFailureKind, CacheConfig, ClientConfig, ClientCredential,
     ClientName, Endpoint, Envelope, Error, Mailbox, Mechanism, Message, MicrosoftCloud, OAuth2,

@@ -3,7 +3,6 @@
 //! secrets in the body or in HTTP Basic, Entra-shaped errors.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,10 +10,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::lock;
 use crate::tokens::Tokens;
+use crate::{Background, lock};
 
 /// Settings of a [`TokenServer`].
 #[derive(Clone, Debug)]
@@ -54,62 +53,32 @@ struct State {
 
 /// A running token endpoint; stopped when dropped.
 pub struct TokenServer {
-    addr: SocketAddr,
+    server: Background,
     state: Arc<State>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TokenServer {
     /// Starts the endpoint on `127.0.0.1`, on a free port.
     pub fn start(config: TokenServerConfig) -> io::Result<TokenServer> {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
         let state = Arc::new(State {
             config,
             requests: AtomicU64::new(0),
             forced: Mutex::new(None),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let st = Arc::clone(&state);
-        let thread = std::thread::Builder::new()
-            .name("token-server".to_owned())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let Ok(listener) = TcpListener::from_std(std_listener) else {
-                        return;
-                    };
-                    let accept = async {
-                        while let Ok((tcp, _)) = listener.accept().await {
-                            let st = Arc::clone(&st);
-                            tokio::spawn(async move {
-                                let _ = serve(tcp, st).await;
-                            });
-                        }
-                    };
-                    tokio::select! {
-                        _ = accept => {}
-                        _ = stopped => {}
-                    }
-                });
-                rt.shutdown_background();
-            })?;
-        Ok(TokenServer {
-            addr,
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let server = Background::spawn("token-server", move |tcp| {
+            let st = Arc::clone(&st);
+            async move {
+                let _ = serve(tcp, st).await;
+            }
+        })?;
+        Ok(TokenServer { server, state })
     }
 
     /// The token URL (`http://127.0.0.1:PORT/token`).
     #[must_use]
     pub fn url(&self) -> String {
-        format!("http://{}/token", self.addr)
+        format!("http://{}/token", self.server.addr())
     }
 
     /// Token requests received so far.
@@ -122,17 +91,6 @@ impl TokenServer {
     /// (`None` goes back to issuing tokens).
     pub fn force_response(&self, response: Option<(u16, &str)>) {
         *lock(&self.state.forced) = response.map(|(s, b)| (s, b.to_owned()));
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

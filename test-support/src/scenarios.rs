@@ -50,6 +50,20 @@ fn builder<R: Runtime + Default>(host: &str, port: u16, security: Security) -> T
         .connect_timeout(Duration::from_secs(10))
 }
 
+/// Sends [`MESSAGE`] to `rcpt@example.com`; panics on failure.
+async fn send_one<R: Runtime>(t: &Transport<R>) -> postern_transport::TransactionReport {
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap()
+}
+
+/// Sends [`MESSAGE`] to `rcpt@example.com`, expecting an error.
+async fn send_err<R: Runtime>(t: &Transport<R>) -> Error {
+    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap_err()
+}
+
 /// The received message, with the client's line ends and dot-stuffing undone.
 fn assert_received(server: &SmtpServer, index: usize, to: &[&str]) {
     let got = &server.messages()[index];
@@ -102,9 +116,7 @@ pub async fn plaintext_partial_delivery<R: Runtime + Default>() {
     };
     assert_eq!(report.recipients[0].reply.as_ref().unwrap().code(), 550);
     // The connection survived the refusal and was reused.
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     assert_eq!(server.connections(), 1);
     t.shutdown().await;
 }
@@ -126,9 +138,7 @@ pub async fn starttls_password<R: Runtime + Default>() {
         .password("alice", "s3cret~pw")
         .build()
         .unwrap();
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     let auths = server.auths();
     assert_eq!(auths.len(), 1);
     assert_eq!(
@@ -148,10 +158,7 @@ pub async fn starttls_password<R: Runtime + Default>() {
         .password("alice", "wrong")
         .build()
         .unwrap();
-    let err = bad
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_err(&bad).await;
     let Error::Auth(f) = &err else {
         panic!("{err:?}")
     };
@@ -181,24 +188,14 @@ pub async fn implicit_tls_oauth2<R: Runtime + Default>() {
             ..Default::default()
         },
     );
-    let oauth = OAuth2::client_credentials(
-        &token_server.url(),
-        true,
-        "app",
-        ClientCredential::SecretPost(Secret::new("app~secret")),
-        FROM,
-    )
-    .unwrap()
-    .scope("https://mail.example/.default");
+    let oauth = app_oauth(&token_server, "app~secret").scope("https://mail.example/.default");
     let t = builder::<R>("127.0.0.1", server.port(), Security::ImplicitTls)
         .tls(roots(&pki))
         .oauth2(oauth)
         .build()
         .unwrap();
     for _ in 0..3 {
-        t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-            .await
-            .unwrap();
+        send_one(&t).await;
     }
     assert_eq!(token_server.requests(), 1);
     assert_eq!(t.stats().token_fetches, 1);
@@ -229,9 +226,7 @@ pub async fn implicit_tls_oauth2<R: Runtime + Default>() {
         .mechanism(postern_transport::Mechanism::XOAuth2)
         .build()
         .unwrap();
-    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t2).await;
     assert_eq!(server.auths()[1].mechanism, "XOAUTH2");
     t.shutdown().await;
     t2.shutdown().await;
@@ -255,10 +250,7 @@ pub async fn bad_certificates_rejected<R: Runtime + Default>() {
             .tls(roots(&pki))
             .build()
             .unwrap();
-        let err = t
-            .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-            .await
-            .unwrap_err();
+        let err = send_err(&t).await;
         let Error::Tls { source, .. } = &err else {
             panic!("{err:?}")
         };
@@ -271,9 +263,7 @@ pub async fn bad_certificates_rejected<R: Runtime + Default>() {
             .tls(dangerous)
             .build()
             .unwrap();
-        t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-            .await
-            .unwrap();
+        send_one(&t).await;
         assert_eq!(server.messages().len(), 1);
         t.shutdown().await;
     }
@@ -282,10 +272,7 @@ pub async fn bad_certificates_rejected<R: Runtime + Default>() {
     let t = builder::<R>("localhost", server.port(), Security::StartTls)
         .build()
         .unwrap();
-    let err = t
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_err(&t).await;
     let Error::Tls { source, .. } = &err else {
         panic!("{err:?}")
     };
@@ -293,6 +280,19 @@ pub async fn bad_certificates_rejected<R: Runtime + Default>() {
         format!("{source:?}").contains("UnknownIssuer"),
         "{source:?}"
     );
+}
+
+/// The loopback token endpoint's client `app`, client credentials, secret
+/// in the body.
+fn app_oauth(token_server: &TokenServer, secret: &str) -> OAuth2 {
+    OAuth2::client_credentials(
+        &token_server.url(),
+        true,
+        "app",
+        ClientCredential::SecretPost(Secret::new(secret)),
+        FROM,
+    )
+    .unwrap()
 }
 
 fn oauth_setup(lifetime: u64) -> (Pki, Tokens, TokenServer, SmtpServer) {
@@ -324,14 +324,7 @@ fn oauth_transport<R: Runtime + Default>(
     pool: PoolConfig,
     secret: &str,
 ) -> Transport<R> {
-    let oauth = OAuth2::client_credentials(
-        &token_server.url(),
-        true,
-        "app",
-        ClientCredential::SecretPost(Secret::new(secret)),
-        FROM,
-    )
-    .unwrap();
+    let oauth = app_oauth(token_server, secret);
     builder::<R>("localhost", server.port(), Security::StartTls)
         .tls(roots(pki))
         .oauth2(oauth)
@@ -356,15 +349,11 @@ pub async fn token_rejected_then_refreshed_once<R: Runtime + Default>() {
         one_per_connection,
         "app~secret",
     );
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     assert_eq!(token_server.requests(), 1);
 
     tokens.revoke_all();
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     assert_eq!(
         token_server.requests(),
         2,
@@ -390,10 +379,7 @@ pub async fn token_rejected_then_refreshed_once<R: Runtime + Default>() {
         "app~secret",
     );
     let before = token_server.requests();
-    let err = t2
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_err(&t2).await;
     let Error::Auth(f) = &err else {
         panic!("{err:?}")
     };
@@ -421,18 +407,11 @@ pub async fn token_rejected_then_refreshed_once<R: Runtime + Default>() {
 /// without waiting for a fetch.
 pub async fn token_refreshed_ahead_in_background<R: Runtime + Default>() {
     let (pki, tokens, token_server, server) = oauth_setup(2);
-    let oauth = OAuth2::client_credentials(
-        &token_server.url(),
-        true,
-        "app",
-        ClientCredential::SecretPost(Secret::new("app~secret")),
-        FROM,
-    )
-    .unwrap()
-    .cache_config(postern_transport::CacheConfig {
-        expiry_margin: Duration::from_millis(100),
-        ..Default::default()
-    });
+    let oauth =
+        app_oauth(&token_server, "app~secret").cache_config(postern_transport::CacheConfig {
+            expiry_margin: Duration::from_millis(100),
+            ..Default::default()
+        });
     let t = builder::<R>("localhost", server.port(), Security::StartTls)
         .tls(roots(&pki))
         .oauth2(oauth)
@@ -442,15 +421,11 @@ pub async fn token_refreshed_ahead_in_background<R: Runtime + Default>() {
         })
         .build()
         .unwrap();
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     assert_eq!(token_server.requests(), 1);
     // Past half the 2 s lifetime: due for refresh, still valid.
     sleep::<R>(Duration::from_millis(1300)).await;
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     for _ in 0..100 {
         if token_server.requests() == 2 {
             break;
@@ -462,9 +437,7 @@ pub async fn token_refreshed_ahead_in_background<R: Runtime + Default>() {
     // reached its two messages) authenticates with the refreshed token, with
     // no fetch of its own.
     sleep::<R>(Duration::from_millis(800)).await;
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     assert_eq!(server.connections(), 2);
     assert_eq!(token_server.requests(), 2);
     assert_eq!(tokens.issued(), 2);
@@ -483,10 +456,7 @@ pub async fn token_endpoint_error<R: Runtime + Default>() {
         PoolConfig::default(),
         "not-the-secret",
     );
-    let err = t
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_err(&t).await;
     let Error::Token(e) = &err else {
         panic!("{err:?}")
     };
@@ -500,10 +470,7 @@ pub async fn token_endpoint_error<R: Runtime + Default>() {
     assert!(server.auths().is_empty());
     // The failure is cached with backoff: an immediate second send does not
     // hammer the endpoint.
-    let err2 = t
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err2 = send_err(&t).await;
     assert!(matches!(err2, Error::Token(_)), "{err2:?}");
     assert_eq!(token_server.requests(), 1);
 }
@@ -561,9 +528,7 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime + Default>() {
         .build()
         .unwrap();
     for _ in 0..5 {
-        t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-            .await
-            .unwrap();
+        send_one(&t).await;
     }
     assert_eq!(server.connections(), 1);
     assert_eq!(t.stats().connections_reused, 4);
@@ -571,9 +536,7 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime + Default>() {
     // The server drops the idle session (421); the next send notices and
     // resends on a new connection.
     sleep::<R>(Duration::from_millis(600)).await;
-    t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t).await;
     assert_eq!(server.connections(), 2);
     assert_eq!(server.messages().len(), 6);
 
@@ -585,25 +548,16 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime + Default>() {
         })
         .build()
         .unwrap();
-    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t2).await;
     sleep::<R>(Duration::from_millis(150)).await;
-    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t2).await;
     assert_eq!(server.connections(), 3, "alive after NOOP: reused");
     sleep::<R>(Duration::from_millis(600)).await;
-    t2.send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap();
+    send_one(&t2).await;
     assert_eq!(server.connections(), 4, "dead at NOOP: replaced");
 
     t.shutdown().await;
-    let err = t
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_err(&t).await;
     assert!(matches!(err, Error::Shutdown), "{err:?}");
     t2.shutdown().await;
 }
@@ -621,10 +575,7 @@ pub async fn greeting_timeout<R: Runtime + Default>() {
         .timeouts(timeouts)
         .build()
         .unwrap();
-    let err = t
-        .send(&envelope(&["rcpt@example.com"]), MESSAGE)
-        .await
-        .unwrap_err();
+    let err = send_err(&t).await;
     let Error::Smtp(e) = &err else {
         panic!("{err:?}")
     };
@@ -759,4 +710,36 @@ macro_rules! large_message_test {
             }
         }
     };
+}
+
+/// Streams a message from a file opened by `open` with the runtime's own
+/// file type; LF line ends and a leading dot arrive as CRLF, un-stuffed.
+pub async fn message_from_file<R, F, Fut>(open: F)
+where
+    R: Runtime + Default,
+    F: FnOnce(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Message>,
+{
+    let server = SmtpServer::start(SmtpServerConfig::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "postern-file-{}-{}",
+        std::process::id(),
+        std::any::type_name::<R>().len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("message.eml");
+    std::fs::write(&path, "Subject: from a file\n\nline one\n.dot line\n").unwrap();
+    let message = open(path).await;
+    let t = builder::<R>("127.0.0.1", server.port(), Security::Plaintext)
+        .build()
+        .unwrap();
+    t.send(&envelope(&["rcpt@example.com"]), message)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.messages()[0].data.as_deref(),
+        Some(&b"Subject: from a file\r\n\r\nline one\r\n.dot line\r\n"[..])
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    t.shutdown().await;
 }

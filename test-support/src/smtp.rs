@@ -17,11 +17,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, ReadBuf,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 use crate::tokens::Tokens;
-use crate::{Fnv, lock};
+use crate::{Background, Fnv, lock};
 
 /// The server's TLS mode.
 #[derive(Clone, Debug, Default)]
@@ -111,70 +111,39 @@ struct Record {
 
 /// A running server; stopped when dropped.
 pub struct SmtpServer {
-    addr: SocketAddr,
+    server: Background,
     record: Arc<Record>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SmtpServer {
     /// Starts a server on `127.0.0.1`, on a free port.
     pub fn start(config: SmtpServerConfig) -> io::Result<SmtpServer> {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
         let record = Arc::new(Record::default());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
         let rec = Arc::clone(&record);
         let config = Arc::new(config);
-        let thread = std::thread::Builder::new()
-            .name("smtp-server".to_owned())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let Ok(listener) = TcpListener::from_std(std_listener) else {
-                        return;
-                    };
-                    let accept = async {
-                        while let Ok((tcp, _)) = listener.accept().await {
-                            rec.connections.fetch_add(1, Ordering::Relaxed);
-                            let config = Arc::clone(&config);
-                            let rec = Arc::clone(&rec);
-                            tokio::spawn(async move {
-                                // A session ending in an IO error is the
-                                // client's business; the record says the rest.
-                                let _ = session(tcp, config, rec).await;
-                            });
-                        }
-                    };
-                    tokio::select! {
-                        _ = accept => {}
-                        _ = stopped => {}
-                    }
-                });
-                rt.shutdown_background();
-            })?;
-        Ok(SmtpServer {
-            addr,
-            record,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let server = Background::spawn("smtp-server", move |tcp| {
+            rec.connections.fetch_add(1, Ordering::Relaxed);
+            let config = Arc::clone(&config);
+            let rec = Arc::clone(&rec);
+            async move {
+                // A session ending in an IO error is the client's business;
+                // the record says the rest.
+                let _ = session(tcp, config, rec).await;
+            }
+        })?;
+        Ok(SmtpServer { server, record })
     }
 
     /// The listening address.
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The listening port.
     #[must_use]
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.addr().port()
     }
 
     /// Connections accepted so far.
@@ -193,17 +162,6 @@ impl SmtpServer {
     #[must_use]
     pub fn auths(&self) -> Vec<AuthAttempt> {
         lock(&self.record.auths).clone()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -496,11 +454,7 @@ impl Session {
                     ),
                     _ => return self.reply("501 5.5.2 malformed PLAIN response").await,
                 };
-                let ok = self
-                    .config
-                    .users
-                    .iter()
-                    .any(|(u, p)| *u == user && *p == pass);
+                let ok = self.password_ok(&user, &pass);
                 (user, ok)
             }
             "LOGIN" => {
@@ -512,11 +466,7 @@ impl Session {
                 };
                 let user = String::from_utf8_lossy(&user).into_owned();
                 let pass = String::from_utf8_lossy(&pass).into_owned();
-                let ok = self
-                    .config
-                    .users
-                    .iter()
-                    .any(|(u, p)| *u == user && *p == pass);
+                let ok = self.password_ok(&user, &pass);
                 (user, ok)
             }
             "XOAUTH2" | "OAUTHBEARER" => {
@@ -566,6 +516,13 @@ impl Session {
         } else {
             self.reply("535 5.7.8 Error: authentication failed").await
         }
+    }
+
+    fn password_ok(&self, user: &str, pass: &str) -> bool {
+        self.config
+            .users
+            .iter()
+            .any(|(u, p)| u == user && p == pass)
     }
 
     async fn data(&mut self) -> io::Result<()> {
