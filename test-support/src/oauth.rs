@@ -10,7 +10,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::tokens::Tokens;
 use crate::{Background, lock};
@@ -28,6 +27,8 @@ pub struct TokenServerConfig {
     pub lifetime_secs: u64,
     /// Delay before each answer.
     pub delay: Duration,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Default for TokenServerConfig {
@@ -38,6 +39,7 @@ impl Default for TokenServerConfig {
             tokens: Tokens::default(),
             lifetime_secs: 3600,
             delay: Duration::ZERO,
+            tls: None,
         }
     }
 }
@@ -69,16 +71,29 @@ impl TokenServer {
         let server = Background::spawn("token-server", move |tcp| {
             let st = Arc::clone(&st);
             async move {
-                let _ = serve(tcp, st).await;
+                match st.config.tls.clone() {
+                    Some(c) => {
+                        if let Ok(tls) = tokio_rustls::TlsAcceptor::from(c).accept(tcp).await {
+                            let _ = serve(tls, st).await;
+                        }
+                    }
+                    None => {
+                        let _ = serve(tcp, st).await;
+                    }
+                }
             }
         })?;
         Ok(TokenServer { server, state })
     }
 
-    /// The token URL (`http://127.0.0.1:PORT/token`).
+    /// The token URL: `http://127.0.0.1:PORT/token`, or
+    /// `https://localhost:PORT/token` when serving TLS.
     #[must_use]
     pub fn url(&self) -> String {
-        format!("http://{}/token", self.server.addr())
+        match self.state.config.tls {
+            Some(_) => format!("https://localhost:{}/token", self.server.addr().port()),
+            None => format!("http://{}/token", self.server.addr()),
+        }
     }
 
     /// Token requests received so far.
@@ -94,7 +109,10 @@ impl TokenServer {
     }
 }
 
-async fn serve(mut tcp: TcpStream, st: Arc<State>) -> io::Result<()> {
+async fn serve<S>(mut tcp: S, st: Arc<State>) -> io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

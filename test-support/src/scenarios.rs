@@ -445,6 +445,88 @@ pub async fn token_refreshed_ahead_in_background<R: Runtime + Default>() {
     t.shutdown().await;
 }
 
+/// The token endpoint over HTTPS (verified with the same roots as SMTP),
+/// then an Exchange-style `535 5.7.139` (SMTP AUTH disabled): a
+/// configuration refusal, so no token refresh and no second AUTH; the error
+/// carries the diagnosis.
+pub async fn https_token_endpoint_and_auth_disabled<R: Runtime + Default>() {
+    let pki = Pki::generate();
+    let tokens = Tokens::default();
+    let token_server = TokenServer::start(TokenServerConfig {
+        clients: vec![("app".into(), "app~secret".into())],
+        tokens: tokens.clone(),
+        tls: Some(pki.localhost.server_config()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(token_server.url().starts_with("https://"));
+    let server = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            tokens: tokens.clone(),
+            ..Default::default()
+        },
+    );
+    let t = builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .oauth2(app_oauth(&token_server, "app~secret"))
+        .build()
+        .unwrap();
+    send_one(&t).await;
+    assert_eq!(token_server.requests(), 1);
+
+    let disabled = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            tokens,
+            auth_reply: Some(
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [AM0PR01CA0001.eurprd01.prod.exchangelabs.com]".into(),
+            ),
+            ..Default::default()
+        },
+    );
+    let t2 = builder::<R>("localhost", disabled.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .oauth2(app_oauth(&token_server, "app~secret"))
+        .build()
+        .unwrap();
+    let err = send_err(&t2).await;
+    let Error::Auth(f) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(f.kind, AuthFailureKind::Configuration);
+    assert_eq!(disabled.auths().len(), 1, "no second AUTH");
+    assert_eq!(token_server.requests(), 2, "one token for t2, no refresh");
+    assert_eq!(err.diagnosis().unwrap().id, "ms.smtp.auth_disabled");
+    assert!(err.to_string().contains("ms.smtp.auth_disabled"), "{err}");
+
+    // A token endpoint whose certificate is for another name is refused.
+    let wrong = TokenServer::start(TokenServerConfig {
+        clients: vec![("app".into(), "app~secret".into())],
+        tls: Some(pki.wrong_host.server_config()),
+        ..Default::default()
+    })
+    .unwrap();
+    let t3 = builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .oauth2(app_oauth(&wrong, "app~secret"))
+        .build()
+        .unwrap();
+    let err = send_err(&t3).await;
+    let Error::Token(e) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        matches!(&**e, postern_transport::oauth::FetchError::Transport(m) if m.contains("TLS")),
+        "{err}"
+    );
+    assert_eq!(wrong.requests(), 0);
+    t.shutdown().await;
+    t2.shutdown().await;
+}
+
 /// A wrong client secret: the token endpoint's AADSTS7000215 comes back as a
 /// typed error with its diagnosis; the SMTP server never sees AUTH.
 pub async fn token_endpoint_error<R: Runtime + Default>() {
@@ -556,7 +638,34 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime + Default>() {
     send_one(&t2).await;
     assert_eq!(server.connections(), 4, "dead at NOOP: replaced");
 
+    // Idle past idle_timeout: closed with QUIT, not reused.
+    let t3 = builder::<R>("127.0.0.1", server.port(), Security::Plaintext)
+        .pool(PoolConfig {
+            idle_timeout: Duration::from_millis(100),
+            ..PoolConfig::default()
+        })
+        .build()
+        .unwrap();
+    send_one(&t3).await;
+    let quits = server.quits();
+    sleep::<R>(Duration::from_millis(150)).await;
+    send_one(&t3).await;
+    assert_eq!(server.connections(), 6, "expired idle connection replaced");
+    for _ in 0..50 {
+        if server.quits() > quits {
+            break;
+        }
+        sleep::<R>(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.quits(), quits + 1, "expired connection got QUIT");
+
+    // Shutdown ends idle sessions with QUIT and refuses new sends.
+    let quits = server.quits();
+    // (t's idle session was already dropped by the server: its QUIT fails
+    // quietly and shutdown still returns.)
     t.shutdown().await;
+    t3.shutdown().await;
+    assert_eq!(server.quits(), quits + 1);
     let err = send_err(&t).await;
     assert!(matches!(err, Error::Shutdown), "{err:?}");
     t2.shutdown().await;
@@ -663,6 +772,7 @@ macro_rules! transport_tests {
             bad_certificates_rejected,
             token_rejected_then_refreshed_once,
             token_endpoint_error,
+            https_token_endpoint_and_auth_disabled,
             token_refreshed_ahead_in_background,
             concurrent_sends_fetch_once,
             pool_reuse_and_stale_connections,

@@ -56,6 +56,9 @@ pub struct SmtpServerConfig {
     pub reject_recipients: Vec<String>,
     /// Close a session idle this long with `421 4.4.2`.
     pub idle_close: Option<Duration>,
+    /// Answer every AUTH with this reply at once (for example Exchange's
+    /// `535 5.7.139 ...` when SMTP AUTH is disabled).
+    pub auth_reply: Option<String>,
 }
 
 impl Default for SmtpServerConfig {
@@ -70,6 +73,7 @@ impl Default for SmtpServerConfig {
             keep_bodies: true,
             reject_recipients: Vec::new(),
             idle_close: None,
+            auth_reply: None,
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct AuthAttempt {
 #[derive(Default)]
 struct Record {
     connections: AtomicU64,
+    quits: AtomicU64,
     messages: Mutex<Vec<Received>>,
     auths: Mutex<Vec<AuthAttempt>>,
 }
@@ -150,6 +155,12 @@ impl SmtpServer {
     #[must_use]
     pub fn connections(&self) -> u64 {
         self.record.connections.load(Ordering::Relaxed)
+    }
+
+    /// QUIT commands received so far.
+    #[must_use]
+    pub fn quits(&self) -> u64 {
+        self.record.quits.load(Ordering::Relaxed)
     }
 
     /// Messages accepted so far.
@@ -367,6 +378,7 @@ impl Session {
                 }
                 "NOOP" => self.reply("250 2.0.0 Ok").await?,
                 "QUIT" => {
+                    self.record.quits.fetch_add(1, Ordering::Relaxed);
                     self.reply("221 2.0.0 Bye").await?;
                     return Ok(());
                 }
@@ -440,6 +452,14 @@ impl Session {
         }
         if self.user.is_some() {
             return self.reply("503 5.5.1 Error: already authenticated").await;
+        }
+        if let Some(reply) = self.config.auth_reply.clone() {
+            lock(&self.record.auths).push(AuthAttempt {
+                mechanism,
+                user: String::new(),
+                ok: false,
+            });
+            return self.reply(&reply).await;
         }
         let (user, ok) = match mechanism.as_str() {
             "PLAIN" => {
