@@ -59,6 +59,12 @@ pub struct SmtpServerConfig {
     /// Answer every AUTH with this reply at once (for example Exchange's
     /// `535 5.7.139 ...` when SMTP AUTH is disabled).
     pub auth_reply: Option<String>,
+    /// The mechanisms offered in `250-AUTH`.
+    pub mechanisms: String,
+    /// Write each accepted message to `DIR/<n>.eml`.
+    pub store_dir: Option<std::path::PathBuf>,
+    /// Record the dialogue (AUTH responses redacted, bodies summarised).
+    pub transcript: bool,
 }
 
 impl Default for SmtpServerConfig {
@@ -74,6 +80,9 @@ impl Default for SmtpServerConfig {
             reject_recipients: Vec::new(),
             idle_close: None,
             auth_reply: None,
+            mechanisms: "PLAIN LOGIN XOAUTH2 OAUTHBEARER".to_owned(),
+            store_dir: None,
+            transcript: false,
         }
     }
 }
@@ -93,6 +102,8 @@ pub struct Received {
     pub digest: u64,
     /// The bytes, when kept.
     pub data: Option<Vec<u8>>,
+    /// Where the message was written, with `store_dir`.
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// One AUTH attempt.
@@ -112,6 +123,7 @@ struct Record {
     quits: AtomicU64,
     messages: Mutex<Vec<Received>>,
     auths: Mutex<Vec<AuthAttempt>>,
+    transcript: Mutex<Vec<String>>,
 }
 
 /// A running server; stopped when dropped.
@@ -167,6 +179,13 @@ impl SmtpServer {
     #[must_use]
     pub fn messages(&self) -> Vec<Received> {
         lock(&self.record.messages).clone()
+    }
+
+    /// The recorded dialogue (with `transcript`), one line per entry,
+    /// prefixed `C:` or `S:`.
+    #[must_use]
+    pub fn transcript(&self) -> Vec<String> {
+        lock(&self.record.transcript).clone()
     }
 
     /// AUTH attempts so far.
@@ -238,6 +257,8 @@ struct Session {
     from: Option<String>,
     to: Vec<String>,
     line: Vec<u8>,
+    /// Inside an AUTH exchange (client lines are credentials).
+    in_auth: bool,
     /// BDAT chunks so far: digest, size, bytes when kept.
     chunk: (Fnv, u64, Vec<u8>),
 }
@@ -269,13 +290,23 @@ async fn session(
         to: Vec::new(),
         line: Vec::new(),
         chunk: Default::default(),
+        in_auth: false,
     };
     s.reply("220 localhost ESMTP postern test server").await?;
     s.run().await
 }
 
 impl Session {
+    fn log(&self, line: String) {
+        if self.config.transcript {
+            lock(&self.record.transcript).push(line);
+        }
+    }
+
     async fn reply(&mut self, text: &str) -> io::Result<()> {
+        for line in text.split("\r\n") {
+            self.log(format!("S: {line}"));
+        }
         self.s.write_all(text.as_bytes()).await?;
         self.s.write_all(b"\r\n").await?;
         self.s.flush().await
@@ -303,7 +334,22 @@ impl Session {
             return Err(io::Error::other("line too long"));
         }
         let text = String::from_utf8_lossy(&self.line);
-        Ok(Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+        let text = text.trim_end_matches(['\r', '\n']).to_owned();
+        if self.config.transcript {
+            let upper = text.to_ascii_uppercase();
+            let shown = if self.in_auth {
+                "[SASL response redacted]".to_owned()
+            } else if upper.starts_with("AUTH ") && text.split(' ').count() > 2 {
+                let mut words = text.split(' ');
+                let verb = words.next().unwrap_or("");
+                let mech = words.next().unwrap_or("");
+                format!("{verb} {mech} [initial response redacted]")
+            } else {
+                text.clone()
+            };
+            self.log(format!("C: {shown}"));
+        }
+        Ok(Some(text))
     }
 
     async fn run(&mut self) -> io::Result<()> {
@@ -333,7 +379,12 @@ impl Session {
                     self.tls = true;
                     self.user = None;
                 }
-                "AUTH" => self.auth(&line).await?,
+                "AUTH" => {
+                    self.in_auth = true;
+                    let r = self.auth(&line).await;
+                    self.in_auth = false;
+                    r?;
+                }
                 "MAIL" => {
                     if self.config.require_auth && self.user.is_none() {
                         self.reply("530 5.7.0 Authentication required").await?;
@@ -402,7 +453,7 @@ impl Session {
             lines.push("STARTTLS".into());
         }
         if self.tls || self.config.auth_without_tls {
-            lines.push("AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER".into());
+            lines.push(format!("AUTH {}", self.config.mechanisms));
         }
         if self.config.chunking {
             lines.push("CHUNKING".into());
@@ -460,6 +511,16 @@ impl Session {
                 ok: false,
             });
             return self.reply(&reply).await;
+        }
+        let offered = self
+            .config
+            .mechanisms
+            .split(' ')
+            .any(|m| m.eq_ignore_ascii_case(&mechanism));
+        if !offered {
+            return self
+                .reply("504 5.5.4 Unrecognized authentication type")
+                .await;
         }
         let (user, ok) = match mechanism.as_str() {
             "PLAIN" => {
@@ -598,13 +659,22 @@ impl Session {
     }
 
     fn store(&mut self, size: u64, digest: u64, data: Option<Vec<u8>>) {
-        lock(&self.record.messages).push(Received {
+        self.log(format!("C: [message, {size} bytes]"));
+        let mut messages = lock(&self.record.messages);
+        let path = self.config.store_dir.as_ref().and_then(|dir| {
+            let path = dir.join(format!("{}.eml", messages.len() + 1));
+            let bytes = data.as_deref()?;
+            std::fs::write(&path, bytes).ok()?;
+            Some(path)
+        });
+        messages.push(Received {
             from: self.from.take().unwrap_or_default(),
             to: std::mem::take(&mut self.to),
             user: self.user.clone(),
             size,
             digest,
             data,
+            path,
         });
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use event_listener::Event as Notify;
 use postern_oauth::{
     CacheConfig, CacheEvent, ClientAuth, Endpoint, FetchError, Grant, HttpLimits, HttpResponse,
-    MicrosoftCloud, Outcome, Provider, ResponseParser, Secret, TokenCache, TokenRequest, classify,
+    MicrosoftCloud, Outcome, Provider, ResponseParser, Secret, TokenCache, TokenRequest,
+    TokenResponse, classify,
 };
 
 use crate::error::Error;
@@ -458,36 +459,7 @@ impl TokenProvider {
         };
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let refresh = self.lock().cache.refresh_token().cloned();
-        let result = match self.config.token_request(refresh.as_ref(), rt.unix_now()) {
-            Err(e) => Err(FetchError::Transport(format!(
-                "cannot sign the assertion: {e}"
-            ))),
-            Ok(request) => {
-                let deadline = rt.now() + self.config.request_timeout;
-                let http = request.to_http();
-                match until(
-                    rt,
-                    deadline,
-                    exchange(rt, &self.tls, &http, self.config.http_limits),
-                )
-                .await
-                {
-                    None => Err(FetchError::TimedOut),
-                    Some(Err(e)) => Err(FetchError::Transport(e)),
-                    Some(Ok(response)) => match classify(&response, Some(rt.unix_now())) {
-                        Outcome::Token(t) => Ok(t),
-                        Outcome::OAuthError(e) => Err(FetchError::OAuth(e)),
-                        Outcome::Retry { status, after, .. } => {
-                            Err(FetchError::Retry { status, after })
-                        }
-                        Outcome::ProtocolError(p) => Err(FetchError::Transport(p.to_string())),
-                        other => Err(FetchError::Transport(format!(
-                            "unexpected token endpoint answer: {other:?}"
-                        ))),
-                    },
-                }
-            }
-        };
+        let result = request_token(rt, &self.tls, &self.config, refresh.as_ref()).await;
         let rotated = {
             let mut s = self.lock();
             let now = rt.now();
@@ -523,6 +495,72 @@ impl TokenProvider {
             }
         }
         self.changed.notify(usize::MAX);
+    }
+}
+
+/// One token request for `config`, classified.
+async fn request_token<R: Runtime>(
+    rt: &R,
+    tls: &Arc<rustls::ClientConfig>,
+    config: &OAuth2,
+    refresh: Option<&Secret>,
+) -> Result<TokenResponse, FetchError> {
+    let request = config
+        .token_request(refresh, rt.unix_now())
+        .map_err(|e| FetchError::Transport(format!("cannot sign the assertion: {e}")))?;
+    let deadline = rt.now() + config.request_timeout;
+    let http = request.to_http();
+    match until(rt, deadline, exchange(rt, tls, &http, config.http_limits)).await {
+        None => Err(FetchError::TimedOut),
+        Some(Err(e)) => Err(FetchError::Transport(e)),
+        Some(Ok(response)) => match classify(&response, Some(rt.unix_now())) {
+            Outcome::Token(t) => Ok(t),
+            Outcome::OAuthError(e) => Err(FetchError::OAuth(e)),
+            Outcome::Retry { status, after, .. } => Err(FetchError::Retry { status, after }),
+            Outcome::ProtocolError(p) => Err(FetchError::Transport(p.to_string())),
+            other => Err(FetchError::Transport(format!(
+                "unexpected token endpoint answer: {other:?}"
+            ))),
+        },
+    }
+}
+
+/// Fetches one access token for `oauth`, outside any cache: what a
+/// command-line `token` check or a set-up diagnosis needs (the whole
+/// response, lifetime included). Certificates are checked with `tls`.
+pub async fn fetch_token<R: Runtime>(
+    rt: &R,
+    tls: &crate::tls::TlsOptions,
+    oauth: &OAuth2,
+) -> Result<TokenResponse, Error> {
+    let config = tls.client_config()?;
+    request_token(rt, &config, oauth, None)
+        .await
+        .map_err(Error::from)
+}
+
+/// One HTTP/1.1 exchange with an OAuth2 endpoint (token, device
+/// authorization, revocation), bounded by `timeout`: for flows the transport
+/// does not run itself, such as a command-line authorization. The response
+/// is returned as is; classify it with `postern_oauth::classify`.
+pub async fn http_exchange<R: Runtime>(
+    rt: &R,
+    tls: &crate::tls::TlsOptions,
+    request: &postern_oauth::HttpRequest,
+    timeout: Duration,
+) -> Result<HttpResponse, Error> {
+    let config = tls.client_config()?;
+    let deadline = rt.now() + timeout;
+    match until(
+        rt,
+        deadline,
+        exchange(rt, &config, request, HttpLimits::default()),
+    )
+    .await
+    {
+        None => Err(FetchError::TimedOut.into()),
+        Some(Err(e)) => Err(FetchError::Transport(e).into()),
+        Some(Ok(r)) => Ok(r),
     }
 }
 

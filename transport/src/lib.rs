@@ -30,7 +30,7 @@ mod runtime;
 mod tls;
 mod transport;
 
-pub use auth::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
+pub use auth::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant, fetch_token, http_exchange};
 pub use connection::READ_BUFFER;
 #[cfg(feature = "mail-builder")]
 pub use email::Email;
@@ -42,7 +42,7 @@ pub use transport::{PoolConfig, Security, Transport, TransportBuilder, Transport
 
 /// The sans-IO OAuth2 crate.
 pub use postern_oauth as oauth;
-pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, Secret};
+pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, Secret, TokenResponse};
 /// The sans-IO SMTP client crate.
 pub use postern_smtp as smtp;
 pub use postern_smtp::{

@@ -1,0 +1,371 @@
+//! Settings from flags, environment, a TOML profile, or a nodemailer JSON
+//! block, merged in that order of precedence. Secrets are never accepted as
+//! values: only as the name of an environment variable, a file, or a prompt.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::fail::{Failure, usage};
+
+/// How the SMTP connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum TlsMode {
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// STARTTLS, required (port 587).
+    Starttls,
+    /// STARTTLS when offered.
+    StarttlsOpportunistic,
+    /// No TLS (loopback tests only).
+    None,
+}
+
+/// The SASL mechanism.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum AuthMode {
+    /// No AUTH.
+    None,
+    /// PLAIN with a password.
+    Plain,
+    /// LOGIN with a password.
+    Login,
+    /// XOAUTH2 with a token (Microsoft 365, Gmail).
+    Xoauth2,
+    /// OAUTHBEARER with a token (RFC 7628).
+    Oauthbearer,
+    /// The best mechanism the server offers for the credentials given.
+    Auto,
+}
+
+/// Where OAuth2 tokens come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ProviderKind {
+    /// Microsoft Entra ID (Exchange Online).
+    Microsoft,
+    /// Google.
+    Google,
+    /// Any OAuth2 server (give --token-url).
+    Generic,
+}
+
+/// Connection, authentication and OAuth2 settings shared by `send`, `token`
+/// and `diagnose`. Every flag can also come from the environment variable
+/// shown, or from a profile in the config file.
+#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Settings {
+    /// Config file with [profiles.NAME] tables.
+    #[arg(long, env = "POSTERN_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub(crate) config: Option<PathBuf>,
+    /// Profile to read from the config file.
+    #[arg(long, short = 'P', env = "POSTERN_PROFILE")]
+    #[serde(skip)]
+    pub(crate) profile: Option<String>,
+    /// Read settings from a nodemailer transport JSON block (secrets as
+    /// "env:VAR").
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub(crate) nodemailer: Option<PathBuf>,
+
+    /// SMTP server host name.
+    #[arg(long, env = "POSTERN_HOST")]
+    pub(crate) host: Option<String>,
+    /// SMTP port [default: 465 implicit, 587 starttls, 25 none].
+    #[arg(long, env = "POSTERN_PORT")]
+    pub(crate) port: Option<u16>,
+    /// TLS mode [default: starttls].
+    #[arg(long, value_enum, env = "POSTERN_TLS")]
+    pub(crate) tls: Option<TlsMode>,
+    /// Extra trusted root certificates (PEM), e.g. a company CA.
+    #[arg(long, value_name = "PEM", env = "POSTERN_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
+    /// DANGEROUS: accept any server certificate (expired, self-signed, for
+    /// another host). Anyone on the path can read the credentials.
+    #[arg(long)]
+    pub(crate) dangerous_accept_invalid_certs: bool,
+    /// Name sent in EHLO [default: [127.0.0.1]].
+    #[arg(long)]
+    pub(crate) ehlo_name: Option<String>,
+
+    /// SASL mechanism [default: auto].
+    #[arg(long, value_enum, env = "POSTERN_AUTH")]
+    pub(crate) auth: Option<AuthMode>,
+    /// User name for AUTH (the mailbox for OAuth2).
+    #[arg(long, env = "POSTERN_USER")]
+    pub(crate) user: Option<String>,
+    /// Environment variable holding the password.
+    #[arg(long, value_name = "VAR")]
+    pub(crate) password_env: Option<String>,
+    /// File holding the password.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Ask for the password on the terminal.
+    #[arg(long)]
+    #[serde(skip)]
+    pub(crate) password_prompt: bool,
+    /// Environment variable holding an access token obtained elsewhere.
+    #[arg(long, value_name = "VAR")]
+    pub(crate) token_env: Option<String>,
+    /// File holding an access token obtained elsewhere.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+
+    /// OAuth2 provider.
+    #[arg(long, value_enum, env = "POSTERN_PROVIDER")]
+    pub(crate) provider: Option<ProviderKind>,
+    /// Microsoft tenant id or domain.
+    #[arg(long, env = "POSTERN_TENANT")]
+    pub(crate) tenant: Option<String>,
+    /// Microsoft cloud: global, usgov, china.
+    #[arg(long, env = "POSTERN_CLOUD")]
+    pub(crate) cloud: Option<String>,
+    /// OAuth2 client (application) id.
+    #[arg(long, env = "POSTERN_CLIENT_ID")]
+    pub(crate) client_id: Option<String>,
+    /// Environment variable holding the client secret (its value, not its id).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) client_secret_env: Option<String>,
+    /// File holding the client secret.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) client_secret_file: Option<PathBuf>,
+    /// Send the client secret in HTTP Basic instead of the form body.
+    #[arg(long)]
+    pub(crate) client_secret_basic: bool,
+    /// Certificate credential: the private key (PKCS #8 PEM, RSA) whose
+    /// certificate is uploaded to the app registration.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) certificate_key: Option<PathBuf>,
+    /// Certificate credential: the certificate's SHA-1 thumbprint (hex, as
+    /// Entra shows it).
+    #[arg(long, value_name = "HEX")]
+    pub(crate) certificate_thumbprint: Option<String>,
+    /// Scope [default: the provider's mail scope].
+    #[arg(long, env = "POSTERN_SCOPE")]
+    pub(crate) scope: Option<String>,
+    /// Token endpoint URL (generic provider, or to override).
+    #[arg(long, env = "POSTERN_TOKEN_URL")]
+    pub(crate) token_url: Option<String>,
+    /// Authorization endpoint URL (generic provider).
+    #[arg(long, env = "POSTERN_AUTHORIZE_URL")]
+    pub(crate) authorize_url: Option<String>,
+    /// File holding the refresh token (written by `postern authorize`); its
+    /// presence selects the delegated flow.
+    #[arg(long, value_name = "FILE", env = "POSTERN_REFRESH_TOKEN_FILE")]
+    pub(crate) refresh_token_file: Option<PathBuf>,
+    /// Allow an http:// token URL on a loopback address (test servers).
+    #[arg(long)]
+    pub(crate) allow_http_token_url: bool,
+
+    /// Timeout for every phase, seconds [default: RFC 5321's per phase].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) timeout: Option<u64>,
+    /// Connect timeout, seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) connect_timeout: Option<u64>,
+    /// AUTH timeout, seconds.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) auth_timeout: Option<u64>,
+    /// End-of-data timeout, seconds [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub(crate) data_timeout: Option<u64>,
+
+    /// Envelope sender and From address.
+    #[arg(long, env = "POSTERN_FROM")]
+    pub(crate) from: Option<String>,
+}
+
+macro_rules! fill {
+    ($dst:ident, $src:ident; $($field:ident),*) => {
+        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
+    };
+}
+
+impl Settings {
+    /// Fills what flags and environment left unset from `other`.
+    fn fill_from(&mut self, other: &Settings) {
+        fill!(self, other; host, port, tls, ca_file, ehlo_name, auth, user, password_env,
+            password_file, token_env, token_file, provider, tenant, cloud, client_id,
+            client_secret_env, client_secret_file, certificate_key, certificate_thumbprint,
+            scope, token_url, authorize_url, refresh_token_file, timeout, connect_timeout,
+            auth_timeout, data_timeout, from);
+        self.dangerous_accept_invalid_certs |= other.dangerous_accept_invalid_certs;
+        self.client_secret_basic |= other.client_secret_basic;
+        self.allow_http_token_url |= other.allow_http_token_url;
+    }
+
+    /// Applies the profile and the nodemailer block, if any.
+    pub(crate) fn resolve(mut self) -> Result<Settings, Failure> {
+        if let Some(path) = self.nodemailer.clone() {
+            let other = nodemailer(&path)?;
+            self.fill_from(&other);
+        }
+        let path = match &self.config {
+            Some(p) => Some(p.clone()),
+            None => default_config_path().filter(|p| p.exists()),
+        };
+        if let Some(name) = self.profile.clone() {
+            let Some(path) = path else {
+                return Err(usage(format!(
+                    "profile {name:?} requested but no config file (use --config)"
+                )));
+            };
+            let profile = load_profile(&path, &name)?;
+            self.fill_from(&profile);
+        }
+        Ok(self)
+    }
+}
+
+fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("postern").join("config.toml"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    profiles: std::collections::BTreeMap<String, Settings>,
+}
+
+fn load_profile(path: &Path, name: &str) -> Result<Settings, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let file: ConfigFile =
+        toml::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let names: Vec<_> = file.profiles.keys().cloned().collect();
+    file.profiles.get(name).cloned().ok_or_else(|| {
+        usage(format!(
+            "no profile {name:?} in {} (it has: {})",
+            path.display(),
+            names.join(", ")
+        ))
+    })
+}
+
+/// Reads a nodemailer transport options block:
+/// `{host, port, secure, auth: {user, pass?}, oauth2: {host, grantType,
+/// clientId, clientSecret, scope}}`. Secrets must be `"env:VAR"`.
+pub(crate) fn nodemailer(path: &Path) -> Result<Settings, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?;
+    let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let secret_env = |v: &serde_json::Value, k: &str| -> Result<Option<String>, Failure> {
+        match s(v, k) {
+            None => Ok(None),
+            Some(x) => match x.strip_prefix("env:") {
+                Some(var) => Ok(Some(var.to_owned())),
+                None => Err(usage(format!(
+                    "{}: {k} holds a literal secret; write \"env:VARIABLE\" and export the secret in that variable",
+                    path.display()
+                ))),
+            },
+        }
+    };
+    let mut out = Settings {
+        host: s(&v, "host"),
+        port: v
+            .get("port")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok()),
+        ..Settings::default()
+    };
+    let secure = v
+        .get("secure")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let ignore_tls = v
+        .get("ignoreTLS")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    out.tls = Some(if secure {
+        TlsMode::Implicit
+    } else if ignore_tls {
+        TlsMode::None
+    } else if v
+        .get("requireTLS")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
+    {
+        TlsMode::Starttls
+    } else {
+        TlsMode::StarttlsOpportunistic
+    });
+    let null = serde_json::Value::Null;
+    let auth = v.get("auth").unwrap_or(&null);
+    out.user = s(auth, "user");
+    out.password_env = secret_env(auth, "pass")?;
+    // nodemailer puts OAuth2 settings either in `auth` (type: "OAuth2") or
+    // in a separate `oauth2` block.
+    let oauth = v.get("oauth2").unwrap_or(auth);
+    if oauth.get("clientId").is_some()
+        || s(auth, "type").is_some_and(|t| t.eq_ignore_ascii_case("oauth2"))
+    {
+        out.client_id = s(oauth, "clientId");
+        out.client_secret_env = secret_env(oauth, "clientSecret")?;
+        out.token_url = s(oauth, "host").or_else(|| s(oauth, "accessUrl"));
+        out.scope = s(oauth, "scope");
+        out.provider = Some(ProviderKind::Generic);
+        if let Some(var) = secret_env(oauth, "accessToken")? {
+            out.token_env = Some(var);
+        }
+        if s(oauth, "refreshToken").is_some() {
+            return Err(usage(format!(
+                "{}: refreshToken: store it in a file and use --refresh-token-file",
+                path.display()
+            )));
+        }
+        out.auth = Some(AuthMode::Xoauth2);
+        if let Some(g) = s(oauth, "grantType")
+            && g != "client_credentials"
+        {
+            return Err(usage(format!(
+                "{}: grantType {g:?} is not supported here (client_credentials is)",
+                path.display()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a secret from an environment variable, a file, or the terminal.
+pub(crate) fn secret(
+    what: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+    prompt: bool,
+) -> Result<Option<String>, Failure> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(usage(format!(
+                "{what}: environment variable {var} is not set"
+            ))),
+        };
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("{what}: cannot read {}: {e}", path.display())))?;
+        let text = text.trim_end_matches(['\r', '\n']).to_owned();
+        if text.is_empty() {
+            return Err(usage(format!("{what}: {} is empty", path.display())));
+        }
+        return Ok(Some(text));
+    }
+    if prompt {
+        let v = rpassword::prompt_password(format!("{what}: "))
+            .map_err(|e| usage(format!("{what}: cannot read from the terminal: {e}")))?;
+        return Ok(Some(v));
+    }
+    Ok(None)
+}

@@ -1,0 +1,83 @@
+//! Exit codes and the failures that lead to them.
+
+use postern_tokio::Error;
+use postern_tokio::smtp::CommandError;
+
+/// What went wrong, by class; each class has its own exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Internal or unexpected failure: exit 1.
+    Other = 1,
+    /// Bad flags, configuration, or input files: exit 2.
+    Usage = 2,
+    /// DNS, TCP, TLS, or the SMTP session broke: exit 3.
+    Connection = 3,
+    /// The token request or SMTP AUTH failed: exit 4.
+    Auth = 4,
+    /// The server refused the message or some recipient: exit 5.
+    Rejected = 5,
+}
+
+impl Class {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Class::Other => "other",
+            Class::Usage => "usage",
+            Class::Connection => "connection",
+            Class::Auth => "authentication",
+            Class::Rejected => "rejected",
+        }
+    }
+}
+
+/// A failure to report and exit with.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) class: Class,
+    pub(crate) message: String,
+    pub(crate) error: Option<Error>,
+}
+
+pub(crate) fn usage(message: impl Into<String>) -> Failure {
+    Failure {
+        class: Class::Usage,
+        message: message.into(),
+        error: None,
+    }
+}
+
+/// The class of a transport error.
+pub(crate) fn classify(e: &Error) -> Class {
+    match e {
+        Error::Config(_) | Error::Message(_) => Class::Usage,
+        Error::Connect { .. }
+        | Error::ConnectTimeout { .. }
+        | Error::Tls { .. }
+        | Error::Io(_)
+        | Error::Smtp(_) => Class::Connection,
+        Error::Auth(_) | Error::Token(_) => Class::Auth,
+        Error::Rejected(_) => Class::Rejected,
+        Error::Command(c) => match &**c {
+            CommandError::AuthNotOffered
+            | CommandError::MechanismNotOffered { .. }
+            | CommandError::NoCommonMechanism { .. }
+            | CommandError::CredentialsWithoutTls
+            | CommandError::Sasl(_) => Class::Auth,
+            CommandError::ExtensionRequired { .. } | CommandError::MessageTooLarge { .. } => {
+                Class::Rejected
+            }
+            _ => Class::Connection,
+        },
+        _ => Class::Other,
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure {
+            class: classify(&e),
+            message: e.to_string(),
+            error: Some(e),
+        }
+    }
+}

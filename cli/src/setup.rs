@@ -1,0 +1,284 @@
+//! Settings turned into a transport, TLS options and OAuth2 configuration.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use postern_oauth::jwt::{KeyId, RsaSigner, client_assertion_claims, sign};
+use postern_oauth::{MicrosoftCloud, Provider};
+use postern_tokio::{
+    Assertion, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Security,
+    Timeouts, TlsOptions, TokenGrant, Transport, TransportBuilder,
+};
+
+use crate::config::{AuthMode, ProviderKind, Settings, TlsMode, secret};
+use crate::fail::{Failure, usage};
+
+/// Random bytes from the operating system.
+pub(crate) fn random<const N: usize>() -> Result<[u8; N], Failure> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| usage(format!("no randomness available: {e}")))?;
+    Ok(b)
+}
+
+pub(crate) fn tls_options(s: &Settings) -> Result<TlsOptions, Failure> {
+    let mut tls = TlsOptions::default();
+    if let Some(ca) = &s.ca_file {
+        tls.add_root_pem_file(ca)?;
+    }
+    if s.dangerous_accept_invalid_certs {
+        eprintln!("warning: certificate verification is OFF (--dangerous-accept-invalid-certs)");
+        tls.dangerous_accept_invalid_certs(true);
+    }
+    Ok(tls)
+}
+
+/// `true` when the settings ask for OAuth2 tokens fetched by postern.
+pub(crate) fn wants_oauth(s: &Settings) -> bool {
+    s.token_env.is_none()
+        && s.token_file.is_none()
+        && (s.provider.is_some() || s.client_id.is_some() || s.token_url.is_some())
+}
+
+/// The OAuth2 configuration, when the settings describe one.
+pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
+    if !wants_oauth(s) {
+        return Ok(None);
+    }
+    let kind = s.provider.unwrap_or(if s.token_url.is_some() {
+        ProviderKind::Generic
+    } else {
+        ProviderKind::Microsoft
+    });
+    let provider = match kind {
+        ProviderKind::Microsoft => Provider::Microsoft {
+            tenant: s.tenant.clone().ok_or_else(|| {
+                usage("--tenant is required for Microsoft (the tenant id or domain)")
+            })?,
+            cloud: match &s.cloud {
+                Some(c) => MicrosoftCloud::from_name(c).ok_or_else(|| {
+                    usage(format!("unknown --cloud {c:?} (global, usgov, china)"))
+                })?,
+                None => MicrosoftCloud::Global,
+            },
+        },
+        ProviderKind::Google => Provider::Google,
+        ProviderKind::Generic => Provider::Generic {
+            token_url: s
+                .token_url
+                .clone()
+                .ok_or_else(|| usage("--token-url is required for a generic provider"))?,
+            authorize_url: s.authorize_url.clone(),
+            device_url: None,
+            scope: s.scope.clone(),
+        },
+    };
+    let endpoint = match &s.token_url {
+        Some(url) => Endpoint::parse_with(url, s.allow_http_token_url),
+        None => provider.token_endpoint(false),
+    }
+    .map_err(|e| usage(format!("token URL: {e}")))?;
+    let client_id = s
+        .client_id
+        .clone()
+        .ok_or_else(|| usage("--client-id is required for OAuth2"))?;
+    let user = s
+        .user
+        .clone()
+        .or_else(|| s.from.clone())
+        .ok_or_else(|| usage("--user (the mailbox) is required for OAuth2"))?;
+    let refresh = match &s.refresh_token_file {
+        Some(path) => Some(
+            secret("refresh token", None, Some(path), false)?
+                .ok_or_else(|| usage("refresh token file is empty"))?,
+        ),
+        None => None,
+    };
+    let client = client_credential(s, &client_id, &endpoint)?;
+    let delegated = refresh.is_some();
+    if kind == ProviderKind::Google && !delegated {
+        return Err(usage(
+            "Google needs a user's consent: run `postern authorize --provider google` and pass --refresh-token-file",
+        ));
+    }
+    let grant = match refresh {
+        Some(r) => TokenGrant::RefreshToken(Secret::new(r)),
+        None => TokenGrant::ClientCredentials,
+    };
+    let mut o = OAuth2::new(user, endpoint, Some(client_id), client, grant);
+    if let Some(scope) = s
+        .scope
+        .clone()
+        .or_else(|| provider.default_scope(!delegated))
+    {
+        o = o.scope(scope);
+    }
+    if let Some(path) = s.refresh_token_file.clone() {
+        o = o.on_refresh_token_rotated(move |new| {
+            if let Err(e) = store_secret(&path, new.expose()) {
+                eprintln!("warning: could not store the rotated refresh token: {e}");
+            }
+        });
+    }
+    Ok(Some(o))
+}
+
+fn client_credential(
+    s: &Settings,
+    client_id: &str,
+    endpoint: &Endpoint,
+) -> Result<ClientCredential, Failure> {
+    if let Some(key) = &s.certificate_key {
+        let thumbprint = s
+            .certificate_thumbprint
+            .as_deref()
+            .ok_or_else(|| usage("--certificate-thumbprint is required with --certificate-key"))?;
+        let x5t = URL_SAFE_NO_PAD.encode(hex(thumbprint)?);
+        let pem = std::fs::read_to_string(key)
+            .map_err(|e| usage(format!("cannot read {}: {e}", key.display())))?;
+        let signer = RsaSigner::from_pkcs8_pem(&pem).map_err(|e| usage(e.to_string()))?;
+        let client_id = client_id.to_owned();
+        let aud = endpoint.as_str().to_owned();
+        return Ok(ClientCredential::Assertion(Assertion::new(move |now| {
+            let mut jti = [0u8; 16];
+            getrandom::fill(&mut jti).map_err(|e| e.to_string())?;
+            let claims = client_assertion_claims(
+                &client_id,
+                &aud,
+                &postern_oauth::pkce::random_token(jti),
+                now,
+                600,
+            );
+            sign(&KeyId::X5t(x5t.clone()), &claims, &signer).map_err(|e| e.to_string())
+        })));
+    }
+    let secret = secret(
+        "client secret",
+        s.client_secret_env.as_deref(),
+        s.client_secret_file.as_deref(),
+        false,
+    )?;
+    Ok(match secret {
+        None => ClientCredential::None,
+        Some(v) if s.client_secret_basic => ClientCredential::SecretBasic(Secret::new(v)),
+        Some(v) => ClientCredential::SecretPost(Secret::new(v)),
+    })
+}
+
+fn hex(s: &str) -> Result<Vec<u8>, Failure> {
+    let s: String = s.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
+    if !s.len().is_multiple_of(2) || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(usage("--certificate-thumbprint must be hexadecimal"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| usage(e.to_string())))
+        .collect()
+}
+
+/// Writes a secret to `path` with mode 0600, replacing the old file
+/// atomically (write a temporary file beside it, then rename).
+pub(crate) fn store_secret(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(value.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// The transport for `s`.
+pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
+    let host = s.host.clone().ok_or_else(|| usage("--host is required"))?;
+    let security = match s.tls.unwrap_or(TlsMode::Starttls) {
+        TlsMode::Implicit => Security::ImplicitTls,
+        TlsMode::Starttls => Security::StartTls,
+        TlsMode::StarttlsOpportunistic => Security::StartTlsOpportunistic,
+        TlsMode::None => Security::Plaintext,
+    };
+    let mut b: TransportBuilder = Transport::builder(host)
+        .security(security)
+        .tls(tls_options(s)?);
+    if let Some(p) = s.port {
+        b = b.port(p);
+    }
+    if let Some(name) = &s.ehlo_name {
+        b = b.ehlo_name(ClientName::parse(name).map_err(|e| usage(format!("--ehlo-name: {e}")))?);
+    }
+    let mut timeouts = match s.timeout {
+        Some(t) => Timeouts::uniform(Duration::from_secs(t)),
+        None => Timeouts::default(),
+    };
+    if let Some(t) = s.auth_timeout {
+        timeouts.auth = Duration::from_secs(t);
+    }
+    if let Some(t) = s.data_timeout {
+        timeouts.data_end = Duration::from_secs(t);
+    }
+    b = b.timeouts(timeouts);
+    if let Some(t) = s.connect_timeout.or(s.timeout) {
+        b = b.connect_timeout(Duration::from_secs(t));
+    }
+    let mode = s.auth.unwrap_or(AuthMode::Auto);
+    let mechanism = match mode {
+        AuthMode::Plain => Some(Mechanism::Plain),
+        AuthMode::Login => Some(Mechanism::Login),
+        AuthMode::Xoauth2 => Some(Mechanism::XOAuth2),
+        AuthMode::Oauthbearer => Some(Mechanism::OAuthBearer),
+        AuthMode::None | AuthMode::Auto => None,
+    };
+    if let Some(m) = mechanism {
+        b = b.mechanism(m);
+    }
+    if mode == AuthMode::None {
+        return Ok(b.build()?);
+    }
+    let user = || {
+        s.user
+            .clone()
+            .or_else(|| s.from.clone())
+            .ok_or_else(|| usage("--user is required for AUTH"))
+    };
+    let token = secret(
+        "access token",
+        s.token_env.as_deref(),
+        s.token_file.as_deref(),
+        false,
+    )?;
+    let password = secret(
+        "password",
+        s.password_env.as_deref(),
+        s.password_file.as_deref(),
+        s.password_prompt,
+    )?;
+    if let Some(token) = token {
+        b = b.bearer_token(user()?, token);
+    } else if let Some(o) = oauth(s)? {
+        b = b.oauth2(o);
+    } else if let Some(password) = password {
+        b = b.password(user()?, password);
+    } else if mechanism.is_some() {
+        return Err(usage(
+            "no credentials: give --password-env/--password-file/--password-prompt, --token-env/--token-file, or OAuth2 settings",
+        ));
+    }
+    Ok(b.build()?)
+}

@@ -1,0 +1,142 @@
+//! `postern token` and the token checks `diagnose` shares.
+
+use clap::Args;
+use postern_oauth::jwt::decode_claims_unverified;
+use postern_tokio::{OAuth2, TokenResponse, Tokio};
+use serde_json::{Map, Value, json};
+
+use crate::config::Settings;
+use crate::fail::{Failure, usage};
+use crate::setup;
+
+/// Arguments of `postern token`.
+#[derive(Args, Debug)]
+pub(crate) struct TokenArgs {
+    #[command(flatten)]
+    pub(crate) settings: Settings,
+    /// Print the access token itself (it is a password: handle with care).
+    #[arg(long)]
+    show_token: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The claims that matter for mail.
+pub(crate) const MAIL_CLAIMS: &[&str] = &[
+    "aud",
+    "iss",
+    "tid",
+    "appid",
+    "azp",
+    "app_displayname",
+    "upn",
+    "unique_name",
+    "email",
+    "sub",
+    "oid",
+    "roles",
+    "scp",
+    "scope",
+    "exp",
+];
+
+pub(crate) fn mail_claims(token: &str) -> Option<Map<String, Value>> {
+    let all = decode_claims_unverified(token)?;
+    Some(
+        all.into_iter()
+            .filter(|(k, _)| MAIL_CLAIMS.contains(&k.as_str()))
+            .collect(),
+    )
+}
+
+/// Fetches one token.
+pub(crate) async fn fetch(s: &Settings, oauth: &OAuth2) -> Result<TokenResponse, Failure> {
+    let tls = setup::tls_options(s)?;
+    Ok(postern_tokio::fetch_token(&Tokio, &tls, oauth).await?)
+}
+
+/// Checks the claims of a Microsoft token against what Exchange needs.
+/// Returns problems as (diagnosis id, fix).
+pub(crate) fn preflight(
+    claims: &Map<String, Value>,
+    app_only: bool,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let text = |k: &str| claims.get(k).map(|v| v.to_string()).unwrap_or_default();
+    let aud = text("aud");
+    if !aud.contains("outlook.office") && !aud.contains("00000002-0000-0ff1-ce00-000000000000") {
+        problems.push((
+            "ms.token.wrong_audience",
+            format!(
+                "the token is for {aud}, not Exchange Online: use scope https://outlook.office365.com/.default (app-only) or https://outlook.office.com/SMTP.Send (delegated)"
+            ),
+        ));
+    }
+    if app_only {
+        let roles = text("roles");
+        if !roles.contains("SMTP.SendAsApp") {
+            problems.push((
+                "ms.app.missing_permission",
+                "the token has no SMTP.SendAsApp role: add the Office 365 Exchange Online application permission SMTP.SendAsApp and grant admin consent".to_owned(),
+            ));
+        }
+    } else if !text("scp").contains("SMTP.Send") {
+        problems.push((
+            "ms.delegated.missing_scope",
+            "the token has no SMTP.Send scope: add the delegated permission SMTP.Send and sign in again".to_owned(),
+        ));
+    }
+    problems
+}
+
+/// Runs `postern token`.
+pub(crate) async fn run(args: TokenArgs) -> Result<(), Failure> {
+    let s = args.settings.clone().resolve()?;
+    let oauth = setup::oauth(&s)?.ok_or_else(|| {
+        usage(
+            "no OAuth2 settings: give --provider, --client-id and a client secret or refresh token",
+        )
+    })?;
+    let t = fetch(&s, &oauth).await?;
+    let claims = mail_claims(t.access_token.expose());
+    if args.json {
+        let mut v = json!({
+            "token_type": t.token_type,
+            "expires_in": t.expires_in.map(|d| d.as_secs()),
+            "scope": t.scope,
+            "refresh_token_returned": t.refresh_token.is_some(),
+            "claims": claims,
+        });
+        if args.show_token {
+            v["access_token"] = json!(t.access_token.expose());
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    println!("token type:  {}", t.token_type);
+    match t.expires_in {
+        Some(d) => println!("expires in:  {} s", d.as_secs()),
+        None => println!("expires in:  (not stated)"),
+    }
+    if let Some(scope) = &t.scope {
+        println!("scope:       {scope}");
+    }
+    match &claims {
+        Some(c) => {
+            for (k, v) in c {
+                println!("{k:<12} {v}");
+            }
+        }
+        None => println!("claims:      (opaque token, not a JWT)"),
+    }
+    if args.show_token {
+        println!("access token: {}", t.access_token.expose());
+    } else {
+        println!(
+            "access token: [redacted, {} characters; --show-token prints it]",
+            t.access_token.len()
+        );
+    }
+    Ok(())
+}
