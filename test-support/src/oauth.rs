@@ -27,6 +27,8 @@ pub struct TokenServerConfig {
     pub lifetime_secs: u64,
     /// Delay before each answer.
     pub delay: Duration,
+    /// Public clients (PKCE or device flow, no secret).
+    pub public_clients: Vec<String>,
     /// Serve HTTPS with this configuration instead of plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -39,6 +41,7 @@ impl Default for TokenServerConfig {
             tokens: Tokens::default(),
             lifetime_secs: 3600,
             delay: Duration::ZERO,
+            public_clients: Vec::new(),
             tls: None,
         }
     }
@@ -51,6 +54,12 @@ struct State {
     config: TokenServerConfig,
     requests: AtomicU64,
     forced: Mutex<Option<(u16, String)>>,
+    /// Authorization codes issued: code → (PKCE challenge, redirect URI).
+    codes: Mutex<Vec<(String, String, String)>>,
+    /// Refresh tokens issued by the code and device flows.
+    issued_refresh: Mutex<Vec<String>>,
+    /// Device codes and how often each was polled.
+    device_polls: Mutex<Vec<(String, u32)>>,
 }
 
 /// A running token endpoint; stopped when dropped.
@@ -66,6 +75,9 @@ impl TokenServer {
             config,
             requests: AtomicU64::new(0),
             forced: Mutex::new(None),
+            codes: Mutex::new(Vec::new()),
+            issued_refresh: Mutex::new(Vec::new()),
+            device_polls: Mutex::new(Vec::new()),
         });
         let st = Arc::clone(&state);
         let server = Background::spawn("token-server", move |tcp| {
@@ -100,6 +112,20 @@ impl TokenServer {
     #[must_use]
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
+    }
+
+    /// The authorization endpoint (`/authorize`): it signs the user in at
+    /// once and redirects with a code (no page, no password).
+    #[must_use]
+    pub fn authorize_url(&self) -> String {
+        self.url().replace("/token", "/authorize")
+    }
+
+    /// The device authorization endpoint (`/devicecode`). The second token
+    /// poll for a device code succeeds.
+    #[must_use]
+    pub fn device_url(&self) -> String {
+        self.url().replace("/token", "/devicecode")
     }
 
     /// Makes every following request fail with `status` and `body`
@@ -153,6 +179,13 @@ where
         tokio::time::sleep(st.config.delay).await;
     }
     let (status, json) = answer(&st, &head, header("authorization"), &body);
+    if status == 302 {
+        let response = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {json}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        tcp.write_all(response.as_bytes()).await?;
+        return tcp.shutdown().await;
+    }
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -175,6 +208,10 @@ fn error(status: u16, error: &str, description: &str) -> (u16, String) {
 fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> (u16, String) {
     if let Some((status, body)) = lock(&st.forced).clone() {
         return (status, body);
+    }
+    let target = head.split(' ').nth(1).unwrap_or("");
+    if head.starts_with("GET ") && target.starts_with("/authorize?") {
+        return authorize(st, target);
     }
     if !head.starts_with("POST ") {
         return error(405, "invalid_request", "POST only");
@@ -204,17 +241,63 @@ fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> 
         .config
         .clients
         .iter()
-        .any(|(i, s)| Some(i) == id.as_ref() && Some(s) == secret.as_ref());
+        .any(|(i, s)| Some(i) == id.as_ref() && Some(s) == secret.as_ref())
+        || (secret.is_none()
+            && id
+                .as_ref()
+                .is_some_and(|i| st.config.public_clients.contains(i)));
     if !known {
         return (401, AADSTS7000215.to_owned());
     }
+    if target == "/devicecode" {
+        let n = lock(&st.device_polls).len() + 1;
+        let code = format!("dc-{n}");
+        lock(&st.device_polls).push((code.clone(), 0));
+        let body = serde_json::json!({
+            "device_code": code,
+            "user_code": format!("USER-{n:04}"),
+            "verification_uri": "https://login.example/device",
+            "expires_in": 120,
+            "interval": 1,
+        });
+        return (200, body.to_string());
+    }
+    let mut refresh = None;
     match field("grant_type").as_deref() {
         Some("client_credentials") => {}
+        Some("authorization_code") => {
+            let code = field("code").unwrap_or_default();
+            let verifier = field("code_verifier").unwrap_or_default();
+            let mut codes = lock(&st.codes);
+            let Some(i) = codes.iter().position(|(c, _, _)| *c == code) else {
+                return error(400, "invalid_grant", "unknown or used code");
+            };
+            let (_, challenge, redirect) = codes.remove(i);
+            if postern_oauth::pkce::challenge_s256(&verifier) != challenge {
+                return error(400, "invalid_grant", "PKCE verification failed");
+            }
+            if field("redirect_uri").as_deref() != Some(redirect.as_str()) {
+                return error(400, "invalid_grant", "redirect_uri differs");
+            }
+            refresh = Some(format!("rt-{}", st.config.tokens.issued() + 1));
+        }
+        Some("urn:ietf:params:oauth:grant-type:device_code") => {
+            let code = field("device_code").unwrap_or_default();
+            let mut polls = lock(&st.device_polls);
+            let Some(entry) = polls.iter_mut().find(|(c, _)| *c == code) else {
+                return error(400, "invalid_grant", "unknown device code");
+            };
+            entry.1 += 1;
+            if entry.1 < 2 {
+                return error(400, "authorization_pending", "the user has not finished");
+            }
+            refresh = Some(format!("rt-{}", st.config.tokens.issued() + 1));
+        }
         Some("refresh_token") => {
             let Some(r) = field("refresh_token") else {
                 return error(400, "invalid_request", "refresh_token missing");
             };
-            if !st.config.refresh_tokens.contains(&r) {
+            if !st.config.refresh_tokens.contains(&r) && !lock(&st.issued_refresh).contains(&r) {
                 return error(
                     400,
                     "invalid_grant",
@@ -225,11 +308,42 @@ fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> 
         _ => return error(400, "unsupported_grant_type", "grant not supported"),
     }
     let token = st.config.tokens.issue();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "token_type": "Bearer",
         "expires_in": st.config.lifetime_secs,
         "ext_expires_in": st.config.lifetime_secs,
         "access_token": token,
     });
+    if let Some(r) = refresh {
+        lock(&st.issued_refresh).push(r.clone());
+        body["refresh_token"] = serde_json::json!(r);
+    }
     (200, body.to_string())
+}
+
+/// `GET /authorize?...`: redirects at once with a code bound to the PKCE
+/// challenge.
+fn authorize(st: &State, target: &str) -> (u16, String) {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let form = postern_oauth::form::parse(query);
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let (Some(redirect), Some(challenge)) = (field("redirect_uri"), field("code_challenge")) else {
+        return error(
+            400,
+            "invalid_request",
+            "redirect_uri and code_challenge are required",
+        );
+    };
+    if field("code_challenge_method").as_deref() != Some("S256") {
+        return error(400, "invalid_request", "S256 required");
+    }
+    let code = format!("code-{}", lock(&st.codes).len() + 1);
+    lock(&st.codes).push((code.clone(), challenge, redirect.clone()));
+    let state = field("state").unwrap_or_default();
+    let location = format!(
+        "{redirect}?code={}&state={}",
+        postern_oauth::form::encode(&code),
+        postern_oauth::form::encode(&state)
+    );
+    (302, location)
 }

@@ -1,0 +1,631 @@
+//! The `postern` binary against the loopback peers: every subcommand, the
+//! JSON output, each exit-code class from a real failure.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use postern_test_support::{
+    Pki, ServerTls, SmtpServer, SmtpServerConfig, TokenServer, TokenServerConfig, Tokens,
+};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+
+struct Peers {
+    tokens: Tokens,
+    token_server: TokenServer,
+    smtp: SmtpServer,
+    ca_file: PathBuf,
+    dir: PathBuf,
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("postern-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A token endpoint (client `app`, public client `pub`) and a STARTTLS
+/// SMTP server accepting its tokens and the password of `alice`.
+fn peers(name: &str, smtp_tokens: Option<Tokens>, reject: &[&str]) -> Peers {
+    let pki = Pki::generate();
+    let dir = temp_dir(name);
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tokens = Tokens::default();
+    let token_server = TokenServer::start(TokenServerConfig {
+        clients: vec![("app".into(), "app~secret".into())],
+        public_clients: vec!["pub".into()],
+        tokens: tokens.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let smtp = SmtpServer::start(SmtpServerConfig {
+        tls: ServerTls::StartTls(pki.localhost.server_config()),
+        users: vec![("alice".into(), "alice-pw".into())],
+        tokens: smtp_tokens.unwrap_or_else(|| tokens.clone()),
+        require_auth: true,
+        reject_recipients: reject.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    })
+    .unwrap();
+    Peers {
+        tokens,
+        token_server,
+        smtp,
+        ca_file,
+        dir,
+    }
+}
+
+fn postern(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let home = std::env::temp_dir();
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Peers {
+    fn port(&self) -> String {
+        self.smtp.port().to_string()
+    }
+
+    fn ca(&self) -> &str {
+        self.ca_file.to_str().unwrap()
+    }
+
+    /// `send` with a password, over STARTTLS with the CA file.
+    fn send_password(&self, password: &str, extra: &[&str]) -> Output {
+        let port = self.port();
+        let mut args = vec![
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--ca-file",
+            self.ca(),
+            "--user",
+            "alice",
+            "--password-env",
+            "PW",
+            "--from",
+            "sender@example.com",
+        ];
+        args.extend_from_slice(extra);
+        postern(&args, &[("PW", password)])
+    }
+
+    fn oauth_args(&self) -> Vec<String> {
+        [
+            "--host",
+            "localhost",
+            "--port",
+            &self.port(),
+            "--ca-file",
+            self.ca(),
+            "--provider",
+            "generic",
+            "--token-url",
+            &self.token_server.url(),
+            "--allow-http-token-url",
+            "--client-id",
+            "app",
+            "--client-secret-env",
+            "SECRET",
+            "--user",
+            "sender@example.com",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    }
+}
+
+impl Drop for Peers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn json(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o.stdout)))
+}
+
+#[test]
+fn demo_sends_through_the_whole_flow() {
+    let o = postern(&["demo"], &[]);
+    let out = text(&o.stdout);
+    assert_eq!(code(&o), 0, "{out}{}", text(&o.stderr));
+    assert!(out.contains("C: STARTTLS"), "{out}");
+    assert!(
+        out.contains("C: AUTH XOAUTH2 [initial response redacted]"),
+        "{out}"
+    );
+    assert!(out.contains("S: 235 2.7.0"), "{out}");
+    assert!(out.contains("token requests: 1"), "{out}");
+    assert!(!out.contains("demo-client-secret"), "{out}");
+    let path = out
+        .lines()
+        .find_map(|l| l.strip_prefix("message stored at "))
+        .unwrap();
+    let stored = std::fs::read_to_string(path).unwrap();
+    assert!(stored.contains("Subject: Hello from postern"), "{stored}");
+    std::fs::remove_dir_all(Path::new(path).parent().unwrap()).unwrap();
+}
+
+#[test]
+fn send_with_password_over_starttls_json() {
+    let p = peers("password", None, &[]);
+    let o = p.send_password(
+        "alice-pw",
+        &[
+            "--to",
+            "rcpt@example.com",
+            "--subject",
+            "cli test",
+            "--from-name",
+            "CLI",
+            "--reply-to",
+            "help@example.com",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["report"]["recipients"][0]["address"], "rcpt@example.com");
+    assert_eq!(v["report"]["recipients"][0]["reply"]["code"], 250);
+    assert_eq!(v["report"]["final"]["enhanced"], "2.0.0");
+    let got = &p.smtp.messages()[0];
+    let data = text(got.data.as_deref().unwrap());
+    assert!(data.contains("Subject: cli test\r\n"), "{data}");
+    assert!(
+        data.contains("From: \"CLI\" <sender@example.com>\r\n"),
+        "{data}"
+    );
+    assert!(data.contains("Reply-To: <help@example.com>\r\n"), "{data}");
+    assert_eq!(got.user.as_deref(), Some("alice"));
+}
+
+#[test]
+fn send_with_token_and_with_oauth2() {
+    let p = peers("token", None, &[]);
+    let token = p.tokens.issue();
+    let port = p.port();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--ca-file",
+            p.ca(),
+            "--auth",
+            "xoauth2",
+            "--user",
+            "sender@example.com",
+            "--token-env",
+            "TOK",
+            "--to",
+            "rcpt@example.com",
+        ],
+        &[("TOK", &token), ("POSTERN_FROM", "sender@example.com")],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(p.smtp.auths()[0].mechanism, "XOAUTH2");
+
+    let mut args = vec!["send".to_owned()];
+    args.extend(p.oauth_args());
+    args.extend(["--to".to_owned(), "rcpt@example.com".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = postern(&args, &[("SECRET", "app~secret")]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(p.token_server.requests(), 1);
+    assert_eq!(p.smtp.messages().len(), 2);
+}
+
+#[test]
+fn exit_codes_by_failure_class() {
+    let p = peers("exit", None, &["nobody@example.com"]);
+    // 2: usage (no host).
+    let o = postern(
+        &["send", "--from", "a@example.com", "--to", "b@example.com"],
+        &[],
+    );
+    assert_eq!(code(&o), 2, "{}", text(&o.stderr));
+    // 2: a secret given as a literal is not accepted from a nodemailer file.
+    // 3: TLS failure (the test CA is not trusted without --ca-file).
+    let port = p.port();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--user",
+            "alice",
+            "--password-env",
+            "PW",
+            "--from",
+            "sender@example.com",
+            "--to",
+            "rcpt@example.com",
+            "--json",
+        ],
+        &[("PW", "alice-pw")],
+    );
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    assert_eq!(json(&o)["error"]["class"], "connection");
+    // 3: nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &closed_port,
+            "--tls",
+            "none",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    // 4: wrong password; the password is not printed.
+    let o = p.send_password("wrong-pw", &["--to", "rcpt@example.com", "--json"]);
+    assert_eq!(code(&o), 4, "{}", text(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["error"]["class"], "authentication");
+    assert!(!text(&o.stdout).contains("wrong-pw") && !text(&o.stderr).contains("wrong-pw"));
+    // 5: every recipient refused.
+    let o = p.send_password("alice-pw", &["--to", "nobody@example.com", "--json"]);
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["error"]["class"], "rejected");
+    assert_eq!(v["report"]["recipients"][0]["reply"]["code"], 550);
+    assert_eq!(v["report"]["recipients"][0]["reply"]["enhanced"], "5.1.1");
+    // 5: one of two refused; the other got the message.
+    let o = p.send_password(
+        "alice-pw",
+        &[
+            "--to",
+            "rcpt@example.com",
+            "--to",
+            "nobody@example.com",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    let v = json(&o);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["report"]["recipients"][0]["accepted"], true);
+    assert_eq!(v["report"]["recipients"][1]["accepted"], false);
+}
+
+#[test]
+fn diagnose_names_the_failing_step() {
+    // All good.
+    let p = peers("diag-ok", None, &[]);
+    let mut args = vec!["diagnose".to_owned()];
+    args.extend(p.oauth_args());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = postern(&argv, &[("SECRET", "app~secret")]);
+    let out = text(&o.stdout);
+    assert_eq!(code(&o), 0, "{out}{}", text(&o.stderr));
+    assert!(out.contains("all steps passed"), "{out}");
+
+    // AADSTS7000215: the token request step, with the fix and trace id.
+    let o = postern(&argv, &[("SECRET", "the-secret-id-not-its-value")]);
+    let out = text(&o.stdout);
+    assert_eq!(code(&o), 4, "{out}");
+    assert!(out.contains("[FAIL] 2. token request"), "{out}");
+    assert!(out.contains("ms.secret.wrong"), "{out}");
+    assert!(out.contains("trace id 0e1b2c3d"), "{out}");
+    assert!(!out.contains("the-secret-id-not-its-value"), "{out}");
+
+    // A token the SMTP server rejects: the AUTH step.
+    let p = peers("diag-auth", Some(Tokens::default()), &[]);
+    let mut args = vec!["diagnose".to_owned()];
+    args.extend(p.oauth_args());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = postern(&argv, &[("SECRET", "app~secret")]);
+    let out = text(&o.stdout);
+    assert_eq!(code(&o), 4, "{out}");
+    assert!(out.contains("[FAIL]") && out.contains("SMTP AUTH"), "{out}");
+    assert!(out.contains("535"), "{out}");
+
+    // A certificate that is not trusted: the TLS step.
+    let argv: Vec<&str> = argv
+        .iter()
+        .copied()
+        .filter(|a| *a != "--ca-file" && *a != p.ca())
+        .collect();
+    let o = postern(&argv, &[("SECRET", "app~secret")]);
+    let out = text(&o.stdout);
+    assert_eq!(code(&o), 3, "{out}");
+    assert!(
+        out.contains("[FAIL]") && out.contains("TLS handshake and certificate"),
+        "{out}"
+    );
+}
+
+#[test]
+fn profiles_and_nodemailer_import() {
+    let p = peers("profile", None, &[]);
+    let config = p.dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[profiles.test]\nhost = \"localhost\"\nport = 1\nca_file = {:?}\nuser = \"alice\"\npassword_env = \"PW\"\nfrom = \"sender@example.com\"\n",
+            p.ca()
+        ),
+    )
+    .unwrap();
+    let port = p.port();
+    // The flag wins over the profile's wrong port.
+    let o = postern(
+        &[
+            "send",
+            "--config",
+            config.to_str().unwrap(),
+            "--profile",
+            "test",
+            "--port",
+            &port,
+            "--to",
+            "rcpt@example.com",
+        ],
+        &[("PW", "alice-pw")],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    // An unknown profile is a usage error naming the ones there are.
+    let o = postern(
+        &[
+            "send",
+            "--config",
+            config.to_str().unwrap(),
+            "--profile",
+            "nope",
+            "--to",
+            "a@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("test"), "{}", text(&o.stderr));
+
+    // A nodemailer block with OAuth2 client credentials.
+    let nm = p.dir.join("nodemailer.json");
+    let block = serde_json::json!({
+        "host": "localhost", "port": p.smtp.port(), "secure": false, "requireTLS": true,
+        "auth": {"user": "sender@example.com"},
+        "oauth2": {"host": p.token_server.url(), "grantType": "client_credentials",
+                   "clientId": "app", "clientSecret": "env:NM_SECRET", "scope": "mail"}
+    });
+    std::fs::write(&nm, block.to_string()).unwrap();
+    let o = postern(
+        &[
+            "send",
+            "--nodemailer",
+            nm.to_str().unwrap(),
+            "--ca-file",
+            p.ca(),
+            "--allow-http-token-url",
+            "--from",
+            "sender@example.com",
+            "--to",
+            "rcpt@example.com",
+        ],
+        &[("NM_SECRET", "app~secret")],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(p.smtp.auths().last().unwrap().mechanism, "XOAUTH2");
+    // A literal secret in the block is refused.
+    let literal = block.to_string().replace("env:NM_SECRET", "app~secret");
+    std::fs::write(&nm, literal).unwrap();
+    let o = postern(
+        &[
+            "send",
+            "--nodemailer",
+            nm.to_str().unwrap(),
+            "--to",
+            "a@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("env:"), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("app~secret"));
+}
+
+/// A GET over plain HTTP; returns the `Location` header.
+fn get_location(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/')?);
+    let mut s = TcpStream::connect(authority).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("Location: ").map(str::to_owned))
+}
+
+fn authorize_child(p: &Peers, store: &Path, extra: &[&str]) -> std::process::Child {
+    let url = p.token_server.url();
+    let authorize = p.token_server.authorize_url();
+    let mut args = vec![
+        "authorize",
+        "--provider",
+        "generic",
+        "--token-url",
+        &url,
+        "--authorize-url",
+        &authorize,
+        "--allow-http-token-url",
+        "--client-id",
+        "pub",
+        "--scope",
+        "mail offline_access",
+        "--refresh-token-file",
+        store.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Command::new(BIN)
+        .args(&args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn read_url(child: &mut std::process::Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("http://"))
+        .unwrap();
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    url
+}
+
+fn assert_stored(store: &Path) -> String {
+    let token = std::fs::read_to_string(store).unwrap();
+    assert!(token.starts_with("rt-"), "{token}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(store).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    token
+}
+
+#[test]
+fn authorize_with_loopback_redirect_then_send() {
+    let p = peers("authorize", None, &[]);
+    let store = p.dir.join("refresh-token");
+    let mut child = authorize_child(&p, &store, &[]);
+    let url = read_url(&mut child);
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let redirect = get_location(&url).unwrap();
+    assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
+    get_location(&redirect);
+    assert!(child.wait().unwrap().success());
+    assert_stored(&store);
+
+    // The stored refresh token drives a delegated send.
+    let port = p.port();
+    let token_url = p.token_server.url();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--ca-file",
+            p.ca(),
+            "--provider",
+            "generic",
+            "--token-url",
+            &token_url,
+            "--allow-http-token-url",
+            "--client-id",
+            "pub",
+            "--refresh-token-file",
+            store.to_str().unwrap(),
+            "--user",
+            "sender@example.com",
+            "--to",
+            "rcpt@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+}
+
+#[test]
+fn authorize_by_pasting_the_redirect() {
+    let p = peers("paste", None, &[]);
+    let store = p.dir.join("refresh-token");
+    let mut child = authorize_child(&p, &store, &["--paste"]);
+    let url = read_url(&mut child);
+    let redirect = get_location(&url).unwrap();
+    assert!(
+        redirect.starts_with("http://localhost/?code="),
+        "{redirect}"
+    );
+    writeln!(child.stdin.take().unwrap(), "{redirect}").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_stored(&store);
+}
+
+#[test]
+fn authorize_with_the_device_flow() {
+    let p = peers("device", None, &[]);
+    let store = p.dir.join("refresh-token");
+    let device = p.token_server.device_url();
+    let child = authorize_child(&p, &store, &["--device", "--device-url", &device]);
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("USER-0001"), "{err}");
+    assert_stored(&store);
+}
+
+#[test]
+fn token_command_redacts_unless_asked() {
+    let p = peers("token-cmd", None, &[]);
+    let mut args = vec!["token".to_owned()];
+    args.extend(p.oauth_args());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = postern(&argv, &[("SECRET", "app~secret")]);
+    let out = text(&o.stdout);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(out.contains("expires in:  3600 s"), "{out}");
+    assert!(out.contains("[redacted"), "{out}");
+    assert!(!out.contains("at-1-"), "{out}");
+    let mut argv = argv;
+    argv.extend(["--show-token", "--json"]);
+    let o = postern(&argv, &[("SECRET", "app~secret")]);
+    let v = json(&o);
+    assert!(v["access_token"].as_str().unwrap().starts_with("at-2-"));
+    assert_eq!(v["expires_in"], 3600);
+}
