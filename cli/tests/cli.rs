@@ -40,6 +40,7 @@ fn peers(name: &str, smtp_tokens: Option<Tokens>, reject: &[&str]) -> Peers {
     let token_server = TokenServer::start(TokenServerConfig {
         clients: vec![("app".into(), "app~secret".into())],
         public_clients: vec!["pub".into()],
+        assertion_clients: vec!["cert-app".into()],
         tokens: tokens.clone(),
         ..Default::default()
     })
@@ -628,4 +629,44 @@ fn token_command_redacts_unless_asked() {
     let v = json(&o);
     assert!(v["access_token"].as_str().unwrap().starts_with("at-2-"));
     assert_eq!(v["expires_in"], 3600);
+}
+
+#[test]
+fn certificate_credential_signs_an_assertion() {
+    let p = peers("certificate", None, &[]);
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../oauth-proto/tests/data/test-only-rsa-key.pem"
+    );
+    let port = p.port();
+    let token_url = p.token_server.url();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--ca-file",
+            p.ca(),
+            "--provider",
+            "generic",
+            "--token-url",
+            &token_url,
+            "--allow-http-token-url",
+            "--client-id",
+            "cert-app",
+            "--certificate-key",
+            key,
+            "--certificate-thumbprint",
+            "8B:1F:00:3A:5C:77:10:9E:42:AA:0B:CD:EF:12:34:56:78:90:AB:CD",
+            "--user",
+            "sender@example.com",
+            "--to",
+            "rcpt@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(p.token_server.requests(), 1);
 }

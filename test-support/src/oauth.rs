@@ -29,6 +29,11 @@ pub struct TokenServerConfig {
     pub delay: Duration,
     /// Public clients (PKCE or device flow, no secret).
     pub public_clients: Vec<String>,
+    /// Clients that authenticate with a signed assertion
+    /// (`private_key_jwt`). The shape is checked (RS256, an `x5t` header,
+    /// `iss` = `sub` = client id, `aud` = this token URL, unexpired); the
+    /// signature is not.
+    pub assertion_clients: Vec<String>,
     /// Serve HTTPS with this configuration instead of plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -42,6 +47,7 @@ impl Default for TokenServerConfig {
             lifetime_secs: 3600,
             delay: Duration::ZERO,
             public_clients: Vec::new(),
+            assertion_clients: Vec::new(),
             tls: None,
         }
     }
@@ -243,9 +249,16 @@ fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> 
         .iter()
         .any(|(i, s)| Some(i) == id.as_ref() && Some(s) == secret.as_ref())
         || (secret.is_none()
+            && field("client_assertion").is_none()
             && id
                 .as_ref()
-                .is_some_and(|i| st.config.public_clients.contains(i)));
+                .is_some_and(|i| st.config.public_clients.contains(i)))
+        || assertion_ok(
+            st,
+            id.as_deref(),
+            field("client_assertion_type"),
+            field("client_assertion"),
+        );
     if !known {
         return (401, AADSTS7000215.to_owned());
     }
@@ -319,6 +332,42 @@ fn answer(st: &State, head: &str, authorization: Option<String>, body: &str) -> 
         body["refresh_token"] = serde_json::json!(r);
     }
     (200, body.to_string())
+}
+
+fn assertion_ok(st: &State, id: Option<&str>, kind: Option<String>, jwt: Option<String>) -> bool {
+    let (Some(id), Some(jwt)) = (id, jwt) else {
+        return false;
+    };
+    if kind.as_deref() != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        || !st.config.assertion_clients.iter().any(|c| c == id)
+    {
+        return false;
+    }
+    let decode = |part: &str| -> Option<serde_json::Value> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    };
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(c), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Some(header), Some(claims)) = (decode(h), decode(c)) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    header["alg"] == "RS256"
+        && header["x5t"].is_string()
+        && claims["iss"] == id
+        && claims["sub"] == id
+        && claims["aud"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("/token"))
+        && claims["exp"].as_u64().is_some_and(|e| e > now)
+        && sig.len() > 300
 }
 
 /// `GET /authorize?...`: redirects at once with a code bound to the PKCE
