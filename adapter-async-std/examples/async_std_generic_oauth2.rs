@@ -4,7 +4,7 @@
 //! TOKEN_URL=https://auth.example.com/token CLIENT_ID=... CLIENT_SECRET=... \
 //! SCOPE=mail SMTP_HOST=mail.example.com SMTP_CA_FILE=ca.pem \
 //! MAIL_FROM=app@example.com MAIL_TO=you@example.com \
-//! cargo run -p postern-async-std --example generic_oauth2
+//! cargo run -p postern-async-std --example async_std_generic_oauth2
 
 use postern_async_std::{
     ClientCredential, Envelope, Mailbox, OAuth2, Secret, TlsOptions, Transport,

@@ -3,7 +3,7 @@
 //!
 //! MS_TENANT=contoso.onmicrosoft.com MS_CLIENT_ID=... MS_CLIENT_SECRET=... \
 //! MAIL_FROM=reports@contoso.com MAIL_TO=ops@contoso.com \
-//! cargo run -p postern-async-std --example microsoft
+//! cargo run -p postern-async-std --example async_std_microsoft
 
 use postern_async_std::{Envelope, Mailbox, OAuth2, Secret, Security, Transport};
 

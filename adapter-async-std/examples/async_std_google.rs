@@ -3,7 +3,7 @@
 //!
 //! GOOGLE_CLIENT_ID=... GOOGLE_CLIENT_SECRET=... GOOGLE_REFRESH_TOKEN=... \
 //! MAIL_FROM=me@gmail.com MAIL_TO=you@example.com \
-//! cargo run -p postern-async-std --example google
+//! cargo run -p postern-async-std --example async_std_google
 
 use postern_async_std::{Envelope, Mailbox, OAuth2, Secret, Security, Transport};
 

@@ -1,7 +1,7 @@
 //! Send with a password (AUTH PLAIN/LOGIN) over STARTTLS.
 //!
 //! SMTP_HOST=smtp.example.com SMTP_USER=me@example.com SMTP_PASSWORD=... \
-//! MAIL_TO=you@example.com cargo run -p postern-async-std --example password
+//! MAIL_TO=you@example.com cargo run -p postern-async-std --example async_std_password
 
 use postern_async_std::{Envelope, Mailbox, Security, Transport};
 

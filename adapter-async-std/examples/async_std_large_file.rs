@@ -2,7 +2,7 @@
 //! sent, so memory stays constant whatever the size.
 //!
 //! SMTP_HOST=... SMTP_USER=... SMTP_PASSWORD=... MAIL_TO=... \
-//! cargo run -p postern-async-std --example large_file -- message.eml
+//! cargo run -p postern-async-std --example async_std_large_file -- message.eml
 
 use postern_async_std::{Envelope, Mailbox, Transport, message_from_reader};
 
