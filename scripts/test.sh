@@ -9,21 +9,15 @@ step() { printf '\n== %s\n' "$*"; }
 step "toolchain components"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-step "real peers: Postfix (smtp-sink)"
-# The transport tests run against Postfix's smtp-sink as well as in-process
-# peers. Install it when missing; POSTERN_REAL_PEERS=1 makes those tests
-# fail (not skip) if it is still absent.
-if [ ! -x /usr/sbin/smtp-sink ]; then
-  SUDO=""
-  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-  # Keep package installs from starting daemons (Debian's policy-rc.d hook).
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod +x /usr/sbin/policy-rc.d
-  fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postfix >/dev/null
-fi
+step "real peers: install and start Postfix, Dovecot, oidc-provider"
+# The tests run against real servers as well as in-process peers.
+# POSTERN_REAL_PEERS=1 makes those tests fail, not skip, when a peer is
+# missing. The peers are private instances on loopback high ports; only the
+# processes started here are stopped at exit.
+tests/peers/install.sh
+tests/peers/start.sh
+trap 'tests/peers/stop.sh' EXIT
+export POSTERN_PEERS_ENV="${POSTERN_PEERS_DIR:-/tmp/postern-peers}/env"
 export POSTERN_REAL_PEERS=1
 
 step "cargo fmt --check"

@@ -18,6 +18,7 @@
 
 mod generate;
 mod oauth;
+pub mod peers;
 mod pki;
 pub mod scenarios;
 mod sink;

@@ -104,6 +104,7 @@ pub struct OAuth2 {
     cache: CacheConfig,
     request_timeout: Duration,
     http_limits: HttpLimits,
+    extra: Vec<(String, String)>,
     on_rotation: Option<Arc<dyn Fn(Secret) + Send + Sync>>,
 }
 
@@ -139,6 +140,7 @@ impl OAuth2 {
             cache: CacheConfig::default(),
             request_timeout: Duration::from_secs(30),
             http_limits: HttpLimits::default(),
+            extra: Vec::new(),
             on_rotation: None,
         }
     }
@@ -235,6 +237,14 @@ impl OAuth2 {
         self
     }
 
+    /// Adds a form parameter to every token request (for example RFC 8707
+    /// `resource`, which some servers use to choose JWT access tokens).
+    #[must_use]
+    pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((name.into(), value.into()));
+        self
+    }
+
     /// Sets the token cache policy (refresh-ahead, backoff).
     #[must_use]
     pub fn cache_config(mut self, config: CacheConfig) -> Self {
@@ -300,7 +310,7 @@ impl OAuth2 {
             client_auth,
             grant,
             scope: self.scope.clone(),
-            extra: Vec::new(),
+            extra: self.extra.clone(),
             user_agent: None,
         })
     }

@@ -1,0 +1,7 @@
+//! Against the real peers (Dovecot, Postfix, oidc-provider) started by
+//! `tests/peers/start.sh`; skipped unless `POSTERN_PEERS_ENV` is set.
+
+postern_test_support::peer_tests!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    postern_tokio::Tokio
+);

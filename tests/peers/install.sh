@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the real peers when missing: Dovecot (core + submission), Postfix,
+# and oidc-provider from npm (pinned by package-lock.json).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+need=()
+[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
+[ -x /usr/lib/dovecot/submission ] || need+=(dovecot-submissiond)
+if [ ${#need[@]} -gt 0 ]; then
+  # Keep package installs from starting daemons (Debian's policy-rc.d hook).
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ ! -d "$here/oidc/node_modules/oidc-provider" ]; then
+  (cd "$here/oidc" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
