@@ -185,7 +185,7 @@ fn assert_body(stored: &str, sent: &str) {
     );
 }
 
-/// 1. client credentials → STARTTLS or implicit TLS → XOAUTH2 or
+/// Scenario 1: client credentials → STARTTLS or implicit TLS → XOAUTH2 or
 /// OAUTHBEARER → pipelined send, against Dovecot and Postfix; the Maildir
 /// copy matches. Also 3: client_secret_basic (Postfix runs) and
 /// client_secret_post (Dovecot runs).
@@ -225,7 +225,7 @@ pub async fn deliver_matrix<R: Runtime + Default>() {
     }
 }
 
-/// 2. A JWT access token (RFC 9068 via a resource indicator), validated
+/// Scenario 2: A JWT access token (RFC 9068 via a resource indicator), validated
 /// locally by Dovecot's oauth2 passdb; too long for the AUTH line, so the
 /// two-step form is used. And an opaque token (introspection) on the same
 /// server.
@@ -266,7 +266,7 @@ pub async fn jwt_and_opaque_tokens<R: Runtime + Default>() {
     }
 }
 
-/// 4. Short-lived tokens: a transport sending across several expiries
+/// Scenario 4: Short-lived tokens: a transport sending across several expiries
 /// refreshes ahead and never sends an expired token; a token revoked at the
 /// server costs one re-fetch and one retry.
 pub async fn token_expiry_and_revocation<R: Runtime + Default>() {
@@ -364,7 +364,7 @@ pub fn http_get(url: &str) -> String {
     out
 }
 
-/// 5. Typed failures: a bad token (decoded 334 JSON, final 535) on both
+/// Scenario 5: Typed failures: a bad token (decoded 334 JSON, final 535) on both
 /// servers; a token the server cannot check (Dovecot 454, transient;
 /// Postfix 535); a wrong client secret (`invalid_client`).
 pub async fn bad_tokens_and_secrets<R: Runtime + Default>() {
@@ -453,7 +453,7 @@ fn forged_jwt() -> String {
     format!("{header}.{claims}.{}", b.encode([7u8; 256]))
 }
 
-/// 6. On 127.0.0.2 Dovecot does not count the client as local: no AUTH
+/// Scenario 6: On 127.0.0.2 Dovecot does not count the client as local: no AUTH
 /// before TLS. With TLS required the transport upgrades first and logs in;
 /// without TLS it refuses to send credentials at all.
 pub async fn no_plaintext_credentials<R: Runtime + Default>() {
@@ -487,7 +487,7 @@ pub async fn no_plaintext_credentials<R: Runtime + Default>() {
     assert!(matches!(err, Error::Command(_)), "{err:?}");
 }
 
-/// 7. PLAIN and LOGIN with a UTF-8 password, on both servers.
+/// Scenario 7: PLAIN and LOGIN with a UTF-8 password, on both servers.
 pub async fn utf8_passwords<R: Runtime + Default>() {
     let Some(p) = Peers::get() else { return };
     for server in [Server::Dovecot, Server::Postfix] {
@@ -511,7 +511,7 @@ pub async fn utf8_passwords<R: Runtime + Default>() {
     }
 }
 
-/// 8. Load: 20 tasks send 2,000 messages over one pooled transport with
+/// Scenario 8: Load: 20 tasks send 2,000 messages over one pooled transport with
 /// 4-second tokens; every message arrives exactly once.
 pub async fn load_with_expiring_tokens<R: Runtime + Default>() {
     let Some(p) = Peers::get() else { return };
