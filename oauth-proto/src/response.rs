@@ -381,11 +381,80 @@ fn protocol_error(resp: &HttpResponse, reason: String) -> ProtocolError {
     }
 }
 
-/// The first 120 characters of a body, with token-like runs replaced: 24 or
-/// more characters of the base64/JWT alphabet, or 16 or more with a digit.
+/// Field names whose values are secrets wherever they appear.
+const SECRET_FIELDS: &[&str] = &[
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "client_assertion",
+    "assertion",
+    "device_code",
+    "code",
+    "password",
+];
+
+/// Replaces the value of every secret field, in JSON (`"access_token": "..."`,
+/// even unterminated) or form encoding (`access_token=...`), by `[redacted]`.
+fn mask_secret_fields(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        // JSON: "name" : "value"
+        if rest.starts_with('"')
+            && let Some(end) = rest[1..].find('"')
+            && SECRET_FIELDS.contains(&&rest[1..1 + end])
+        {
+            let after_key = &rest[end + 2..];
+            let after_colon = after_key
+                .trim_start()
+                .strip_prefix(':')
+                .map(str::trim_start);
+            if let Some(value) = after_colon.and_then(|v| v.strip_prefix('"')) {
+                let value_at = text.len() - value.len();
+                out.push_str(&text[i..value_at]);
+                out.push_str("[redacted]");
+                // Skip to the closing quote (honouring escapes), or the end.
+                let mut j = value_at;
+                let bytes = text.as_bytes();
+                while j < bytes.len() && bytes[j] != b'"' {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                i = j.min(text.len());
+                continue;
+            }
+        }
+        // Form: name=value at a word boundary (start, `&`, `?`, ...).
+        let at_field_start = i == 0 || {
+            let prev = text.as_bytes()[i - 1];
+            !(prev.is_ascii_alphanumeric() || prev == b'_')
+        };
+        if at_field_start
+            && let Some(name) = SECRET_FIELDS
+                .iter()
+                .find(|n| rest.starts_with(**n) && rest[n.len()..].starts_with('='))
+        {
+            out.push_str(&rest[..=name.len()]);
+            out.push_str("[redacted]");
+            let end = rest.find(['&', ' ', '\r', '\n']).unwrap_or(rest.len());
+            i += end.max(name.len() + 1);
+            continue;
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
+/// The first 120 characters of a body, with secrets replaced: the values of
+/// secret fields (`access_token`, `refresh_token`, ...) in JSON or form
+/// encoding, and token-like runs (24 or more characters of the base64/JWT
+/// alphabet, or 16 or more with a digit).
 #[must_use]
 pub fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(480)]);
+    let text = mask_secret_fields(&String::from_utf8_lossy(&body[..body.len().min(480)]));
     let mut out = String::new();
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {

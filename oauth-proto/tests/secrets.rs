@@ -159,3 +159,35 @@ fn rsa_signer_signs_verifiable_rs256_assertions() {
         .expect("valid RS256 signature");
     assert!(RsaSigner::from_pkcs8_pem("not a key").is_err());
 }
+
+/// Found by the `token_response` fuzz target: a short token in a body that
+/// is not valid JSON was shown in the snippet of the protocol error.
+#[test]
+fn snippet_redacts_secret_fields_whatever_their_length() {
+    use postern_oauth::response::snippet;
+    for body in [
+        &br#"{"access_token":"SECRETVALUE-7","#[..],
+        br#"{"access_token" : "short", "refresh_token":"r1"}"#,
+        br#"{"id_token":"abc\"def"#,
+        b"access_token=tok1&token_type=bearer&refresh_token=r2",
+        b"<html>code=c0de&state=x</html>",
+    ] {
+        let s = snippet(body);
+        for secret in [
+            "SECRETVALUE",
+            "short",
+            "r1",
+            "abc",
+            "def",
+            "tok1",
+            "r2",
+            "c0de",
+        ] {
+            assert!(!s.contains(secret), "{secret} in {s:?}");
+        }
+        assert!(s.contains("[redacted]"), "{s}");
+    }
+    // Non-secret fields stay readable.
+    let s = snippet(br#"{"error":"invalid_client","token_type":"Bearer"}"#);
+    assert!(s.contains("invalid_client") && s.contains("Bearer"), "{s}");
+}

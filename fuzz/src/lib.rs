@@ -1,0 +1,581 @@
+//! The bodies of postern's fuzz targets. Each checks invariants, not only
+//! "does not panic": incremental parsing equals whole-input parsing, buffers
+//! stay within their documented bounds, timers never fire twice for the same
+//! instant, errors stay sticky, nothing is sent after a fatal error, and no
+//! secret appears in any error or event text.
+//!
+//! The targets in `fuzz_targets/` are one line each; `#![no_main]` and the
+//! `fuzz_target!` macro need an unmangled symbol, so `unsafe_code` is
+//! forbidden here and not there.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use postern_oauth::{
+    CacheConfig, FetchError, HttpLimits, HttpResponse, OAuthError, Outcome, ResponseParser, Secret,
+    TokenCache, TokenResponse, classify, parse_redirect,
+};
+use postern_smtp::body::reference_encode;
+use postern_smtp::reply::parse_one;
+use postern_smtp::sasl::decode_challenge;
+use postern_smtp::{
+    BodyConfig, BodyEncoder, BodyError, BodyStats, Capabilities, Client, ClientConfig, Credentials,
+    Envelope, LongLines, Mailbox, Mechanism, NulBytes, ReplyLimits, ReplyParser, TlsPolicy,
+};
+
+/// Chunk sizes for splitting an input, derived from its first byte.
+fn chunks(data: &[u8]) -> (usize, &[u8]) {
+    match data.split_first() {
+        Some((b, rest)) => (usize::from(*b % 17) + 1, rest),
+        None => (1, data),
+    }
+}
+
+/// What a reply parser produced for an input: replies and the first error.
+fn parse_all(data: &[u8], chunk: usize, limits: ReplyLimits) -> (Vec<String>, Option<String>) {
+    let mut parser = ReplyParser::new(limits);
+    let mut replies = Vec::new();
+    for piece in data.chunks(chunk.max(1)) {
+        let mut piece = piece;
+        while !piece.is_empty() {
+            match parser.parse(piece) {
+                Ok((used, reply)) => {
+                    if let Some(r) = reply {
+                        assert!(r.line_count() <= limits.max_lines);
+                        assert!(r.lines().all(|l| l.len() <= limits.max_line_len));
+                        replies.push(format!("{r:?}"));
+                    }
+                    assert!(used <= piece.len());
+                    if used == 0 {
+                        break;
+                    }
+                    piece = &piece[used..];
+                }
+                Err(e) => return (replies, Some(format!("{e:?}"))),
+            }
+        }
+    }
+    (replies, None)
+}
+
+/// SMTP reply parser: any chunking gives the same replies and error as the
+/// whole input; replies stay within the limits.
+pub fn reply_parser(data: &[u8]) {
+    let (chunk, data) = chunks(data);
+    let limits = ReplyLimits {
+        max_line_len: 64,
+        max_lines: 8,
+        max_reply_bytes: 256,
+    };
+    let whole = parse_all(data, data.len().max(1), limits);
+    let split = parse_all(data, chunk, limits);
+    assert_eq!(whole, split);
+    let bytewise = parse_all(data, 1, limits);
+    assert_eq!(whole, bytewise);
+}
+
+/// EHLO capability parsing of any reply.
+pub fn ehlo(data: &[u8]) {
+    if let Ok(Some((reply, used))) = parse_one(data, ReplyLimits::default()) {
+        assert!(used <= data.len());
+        let caps = Capabilities::from_ehlo(&reply);
+        for m in [
+            Mechanism::Plain,
+            Mechanism::Login,
+            Mechanism::XOAuth2,
+            Mechanism::OAuthBearer,
+        ] {
+            assert_eq!(caps.offers(m), caps.auth.contains(&m));
+        }
+        if let Some(max) = caps.max_size {
+            assert!(caps.size || max == 0);
+        }
+    }
+}
+
+/// SASL challenge decoding: what decodes re-encodes to the same bytes.
+pub fn sasl_challenge(data: &[u8]) {
+    if let Some(decoded) = decode_challenge(data) {
+        let again = STANDARD.encode(&decoded);
+        assert_eq!(decode_challenge(again.as_bytes()), Some(decoded));
+    }
+}
+
+/// Input of [`body_encoder`].
+#[derive(Arbitrary, Debug)]
+pub struct BodyInput {
+    data: Vec<u8>,
+    dot_stuffing: bool,
+    eight_bit: bool,
+    allow_long: bool,
+    allow_nul: bool,
+    binary: bool,
+    cuts: Vec<u16>,
+}
+
+fn encode_split(
+    input: &[u8],
+    config: BodyConfig,
+    cuts: &[u16],
+) -> Result<(Vec<u8>, BodyStats), BodyError> {
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|c| usize::from(*c) % (input.len() + 1))
+        .collect();
+    points.sort_unstable();
+    let mut enc = BodyEncoder::new(config);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for p in points.into_iter().chain([input.len()]) {
+        let before = out.len();
+        enc.encode(&input[at..p], &mut out)?;
+        // One chunk's output is bounded by twice its input plus a CRLF.
+        assert!(out.len() - before <= 2 * (p - at) + 2);
+        at = p;
+    }
+    let stats = enc.finish(&mut out)?;
+    Ok((out, stats))
+}
+
+/// A refusal of an over-long line reports the length seen so far, which
+/// depends on chunking: compare the line only.
+fn same_line(
+    r: Result<(Vec<u8>, BodyStats), BodyError>,
+) -> Result<(Vec<u8>, BodyStats), BodyError> {
+    r.map_err(|e| match e {
+        BodyError::LineTooLong { line, len } => {
+            assert!(len > 998);
+            BodyError::LineTooLong { line, len: 0 }
+        }
+        e => e,
+    })
+}
+
+fn canonical(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Body encoder: equal to the reference encoder under any chunking; with
+/// dot-stuffing the output has no bare CR or LF, no end-of-data line before
+/// the terminator, and un-stuffs to the canonical input.
+pub fn body_encoder(input: BodyInput) {
+    let config = BodyConfig {
+        dot_stuffing: input.dot_stuffing && !input.binary,
+        eight_bit: input.eight_bit,
+        long_lines: if input.allow_long {
+            LongLines::Allow
+        } else {
+            LongLines::Reject
+        },
+        nul: if input.allow_nul {
+            NulBytes::Allow
+        } else {
+            NulBytes::Reject
+        },
+        binary: input.binary,
+    };
+    let want = same_line(reference_encode(&input.data, config));
+    let got = same_line(encode_split(&input.data, config, &input.cuts));
+    assert_eq!(got, want);
+    let Ok((wire, stats)) = got else { return };
+    assert_eq!(stats.input_bytes, input.data.len() as u64);
+    assert_eq!(stats.output_bytes, wire.len() as u64);
+    if config.binary {
+        assert_eq!(wire, input.data);
+        return;
+    }
+    // Every CR is followed by LF and every LF preceded by CR.
+    for (i, b) in wire.iter().enumerate() {
+        match b {
+            b'\r' => assert_eq!(wire.get(i + 1), Some(&b'\n')),
+            b'\n' => assert!(i > 0 && wire[i - 1] == b'\r'),
+            _ => {}
+        }
+    }
+    if config.dot_stuffing {
+        let body = wire.strip_suffix(b".\r\n").expect("terminator");
+        // No line of the body is a lone dot, and it ends with a line end.
+        assert!(body.is_empty() || body.ends_with(b"\r\n"));
+        let mut unstuffed = Vec::new();
+        for line in body.split_inclusive(|b| *b == b'\n') {
+            assert_ne!(line, b".\r\n");
+            unstuffed.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        }
+        assert_eq!(unstuffed, canonical(&input.data));
+    } else {
+        assert_eq!(wire, canonical(&input.data));
+    }
+}
+
+const PASSWORD: &str = "pw-SECRET-1";
+const TOKEN: &str = "tok-SECRET-2";
+
+/// One step of [`client`].
+#[derive(Arbitrary, Debug)]
+pub enum Op {
+    /// Bytes from the server.
+    Input(Vec<u8>),
+    /// The server closed the connection.
+    Eof,
+    /// Time passes (milliseconds).
+    Advance(u16),
+    /// Time jumps past the current deadline, and the timer fires.
+    Timeout,
+    /// The TLS handshake the client asked for finished.
+    TlsEstablished,
+    /// AUTH with a password (even) or a token (odd), with or without a forced
+    /// mechanism.
+    Auth(u8, Option<u8>),
+    /// MAIL/RCPT/DATA for 1 to 5 recipients.
+    Envelope(u8),
+    /// Body bytes.
+    Body(Vec<u8>),
+    /// End of the body.
+    Finish,
+    /// RSET.
+    Rset,
+    /// NOOP.
+    Noop,
+    /// QUIT.
+    Quit,
+    /// The socket took only this many pending bytes.
+    Write(u16),
+}
+
+/// Input of [`client`].
+#[derive(Arbitrary, Debug)]
+pub struct ClientInput {
+    tls: u8,
+    chunking: bool,
+    allow_plain: bool,
+    ops: Vec<Op>,
+}
+
+const MAX_PENDING_BODY: usize = 4096;
+
+/// The whole SMTP client driven by a hostile server and an arbitrary caller:
+/// no panic, timers move forward, errors are sticky, nothing is transmitted
+/// after a fatal error, buffers stay bounded, no secret in any text.
+pub fn client(input: ClientInput) {
+    let start = Instant::now();
+    let mut now = start;
+    let config = ClientConfig {
+        tls: match input.tls % 4 {
+            0 => TlsPolicy::Implicit,
+            1 => TlsPolicy::StartTlsRequired,
+            2 => TlsPolicy::StartTlsOpportunistic,
+            _ => TlsPolicy::None,
+        },
+        use_chunking: input.chunking,
+        dangerous_allow_credentials_without_tls: input.allow_plain,
+        max_pending_body: MAX_PENDING_BODY,
+        ..ClientConfig::default()
+    };
+    let mut c = Client::new(config, now);
+    let server_said_secret = input.ops.iter().any(|op| match op {
+        Op::Input(b) | Op::Body(b) => b.windows(6).any(|w| w == b"SECRET"),
+        _ => false,
+    });
+    let mut sticky: Option<String> = None;
+    let from = Mailbox::parse("from@example.com").expect("valid");
+    for op in input.ops {
+        match op {
+            Op::Input(b) => drop(c.handle_input(now, &b)),
+            Op::Eof => drop(c.handle_eof(now)),
+            Op::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
+            Op::Timeout => {
+                if let Some(at) = c.poll_timeout() {
+                    now = now.max(at);
+                }
+                drop(c.handle_timeout(now));
+                if let Some(next) = c.poll_timeout() {
+                    assert!(next > now, "timer due again at once");
+                }
+            }
+            Op::TlsEstablished => drop(c.handle_tls_established(now)),
+            Op::Auth(kind, mech) => {
+                let creds = if kind % 2 == 0 {
+                    Credentials::password("user", PASSWORD)
+                } else {
+                    Credentials::bearer("user@example.com", TOKEN)
+                };
+                let mech = mech.map(|m| match m % 4 {
+                    0 => Mechanism::Plain,
+                    1 => Mechanism::Login,
+                    2 => Mechanism::XOAuth2,
+                    _ => Mechanism::OAuthBearer,
+                });
+                if let Err(e) = c.authenticate(now, &creds, mech) {
+                    assert!(!format!("{e} {e:?}").contains("SECRET"));
+                }
+            }
+            Op::Envelope(n) => {
+                let rcpts = (0..=n % 5)
+                    .map(|i| Mailbox::parse(&format!("r{i}@example.com")).expect("valid"));
+                drop(c.send_envelope(now, &Envelope::new(from.clone(), rcpts)));
+            }
+            Op::Body(b) => drop(c.write_body(now, &b)),
+            Op::Finish => drop(c.finish_body(now)),
+            Op::Rset => drop(c.rset(now)),
+            Op::Noop => drop(c.noop(now)),
+            Op::Quit => drop(c.quit(now)),
+            Op::Write(n) => {
+                if c.poll_transmit().is_some() {
+                    c.advance_transmit(usize::from(n));
+                }
+            }
+        }
+        // Outputs, in the documented order.
+        if let Some(pending) = c.poll_transmit() {
+            assert!(
+                pending.len() <= MAX_PENDING_BODY + 64 * 1024,
+                "transmit buffer {}",
+                pending.len()
+            );
+        }
+        while let Some(event) = c.poll_event() {
+            if !server_said_secret {
+                let text = format!("{event:?}");
+                assert!(!text.contains("SECRET"), "secret in event {text}");
+            }
+        }
+        match (&sticky, c.error()) {
+            (Some(before), Some(e)) => assert_eq!(before, &format!("{e:?}"), "error changed"),
+            (Some(_), None) => panic!("sticky error vanished"),
+            (None, Some(e)) => {
+                if !server_said_secret {
+                    assert!(!format!("{e} {e:?}").contains("SECRET"));
+                }
+                sticky = Some(format!("{e:?}"));
+            }
+            (None, None) => {}
+        }
+        if sticky.is_some() {
+            assert!(c.poll_transmit().is_none(), "bytes after a fatal error");
+            assert!(c.poll_timeout().is_none());
+        }
+    }
+}
+
+fn http_parse(data: &[u8], chunk: usize, limits: HttpLimits) -> Result<HttpResponse, String> {
+    let mut p = ResponseParser::new(limits);
+    for piece in data.chunks(chunk.max(1)) {
+        match p.push(piece) {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
+    p.finish().map_err(|e| format!("{e:?}"))
+}
+
+/// HTTP response parser: chunking does not change the outcome; a response
+/// stays within the limits.
+pub fn http_response(data: &[u8]) {
+    let (chunk, data) = chunks(data);
+    let limits = HttpLimits {
+        max_head: 512,
+        max_headers: 8,
+        max_body: 1024,
+    };
+    let whole = http_parse(data, data.len().max(1), limits);
+    let split = http_parse(data, chunk, limits);
+    assert_eq!(whole.is_ok(), split.is_ok(), "{whole:?} / {split:?}");
+    if let (Ok(a), Ok(b)) = (&whole, &split) {
+        assert_eq!(a, b);
+        assert!(a.body.len() <= limits.max_body);
+        assert!(a.headers.len() <= limits.max_headers);
+    }
+}
+
+/// Input of [`token_response`].
+#[derive(Arbitrary, Debug)]
+pub struct TokenInput {
+    status: u16,
+    json: bool,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Token response classification: any status and body; an access token the
+/// response carried never shows in the text of a non-token outcome.
+pub fn token_response(input: TokenInput) {
+    let secret = "SECRETVALUE-7";
+    let mut body = format!("{{\"access_token\":\"{secret}\",").into_bytes();
+    body.extend_from_slice(&input.body);
+    let mut headers = Vec::new();
+    if input.json {
+        headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+    }
+    if let Some(r) = input.retry_after {
+        headers.push(("Retry-After".to_owned(), r));
+    }
+    let response = HttpResponse {
+        status: input.status,
+        reason: String::new(),
+        headers,
+        body,
+    };
+    let outcome = classify(&response, Some(1_800_000_000));
+    let text = match &outcome {
+        Outcome::Token(t) => format!("{t:?}"),
+        Outcome::OAuthError(e) => format!("{e} {e:?}"),
+        Outcome::ProtocolError(p) => format!("{p} {p:?}"),
+        other => format!("{other:?}"),
+    };
+    if !input.body.windows(6).any(|w| w == b"SECRET") {
+        assert!(!text.contains(secret), "token in {text}");
+    }
+    if let Outcome::Retry { after: Some(a), .. } = outcome {
+        assert!(a <= postern_oauth::response::MAX_RETRY_AFTER);
+    }
+}
+
+/// One step of [`token_cache`].
+#[derive(Arbitrary, Debug)]
+pub enum CacheOp {
+    /// Seconds pass.
+    Advance(u16),
+    /// A send looks up the token.
+    Lookup,
+    /// A held ticket is reported with a token.
+    Token {
+        /// Which held ticket.
+        which: u8,
+        /// `expires_in`, seconds.
+        expires_in: Option<u16>,
+        /// `refresh_in`, seconds.
+        refresh_in: Option<u16>,
+        /// A rotated refresh token came back.
+        rotated: bool,
+    },
+    /// A held ticket is reported as failed.
+    Failure {
+        /// Which held ticket.
+        which: u8,
+        /// Which kind of failure.
+        kind: u8,
+        /// A `Retry-After`, seconds.
+        after: Option<u16>,
+    },
+    /// The SMTP server rejected the token.
+    Invalidate,
+    /// The cache's timer fires.
+    Timeout,
+}
+
+/// The token cache driven by arbitrary events: never a token inside the
+/// expiry margin, one fetch at a time, timers move forward.
+pub fn token_cache(ops: Vec<CacheOp>) {
+    let config = CacheConfig::default();
+    let mut cache = TokenCache::new(config, Some(Secret::new("refresh-SECRET")));
+    let start = Instant::now();
+    let mut now = start;
+    let mut tickets = Vec::new();
+    for op in ops {
+        match op {
+            CacheOp::Advance(s) => now += Duration::from_secs(u64::from(s)),
+            CacheOp::Lookup => {
+                let fetching = cache.fetching();
+                let l = cache.lookup(now);
+                if let Some(t) = &l.token {
+                    assert!(t.expires_at > now, "expired token served");
+                }
+                if let Some(f) = l.fetch {
+                    assert!(!fetching, "second fetch while one is in flight");
+                    tickets.push(f);
+                }
+            }
+            CacheOp::Token {
+                which,
+                expires_in,
+                refresh_in,
+                rotated,
+            } => {
+                if tickets.is_empty() {
+                    continue;
+                }
+                let f = tickets.remove(usize::from(which) % tickets.len());
+                let response = TokenResponse {
+                    access_token: Secret::new("at-SECRET"),
+                    token_type: "Bearer".to_owned(),
+                    expires_in: expires_in.map(|s| Duration::from_secs(u64::from(s))),
+                    refresh_in: refresh_in.map(|s| Duration::from_secs(u64::from(s))),
+                    refresh_token: rotated.then(|| Secret::new("refresh-SECRET-2")),
+                    scope: None,
+                    id_token: None,
+                };
+                cache.handle_token(now, f, response);
+            }
+            CacheOp::Failure { which, kind, after } => {
+                if tickets.is_empty() {
+                    continue;
+                }
+                let f = tickets.remove(usize::from(which) % tickets.len());
+                let error = match kind % 4 {
+                    0 => FetchError::OAuth(OAuthError::default()),
+                    1 => FetchError::Retry {
+                        status: 429,
+                        after: after.map(|s| Duration::from_secs(u64::from(s))),
+                    },
+                    2 => FetchError::Transport("reset".to_owned()),
+                    _ => FetchError::TimedOut,
+                };
+                cache.handle_failure(now, f, error);
+            }
+            CacheOp::Invalidate => cache.invalidate(now),
+            CacheOp::Timeout => {
+                if let Some(at) = cache.poll_timeout() {
+                    now = now.max(at);
+                }
+                if let Some(f) = cache.handle_timeout(now) {
+                    tickets.push(f);
+                }
+                if let Some(next) = cache.poll_timeout() {
+                    assert!(next > now, "cache timer due again at once");
+                }
+            }
+        }
+        while let Some(event) = cache.poll_event() {
+            assert!(!format!("{event:?}").contains("SECRET"));
+        }
+        assert!(!format!("{cache:?}").contains("SECRET"));
+    }
+}
+
+/// Authorization redirect parser: any text, any expected state.
+pub fn redirect(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (state, url) = text.split_once('\u{0}').unwrap_or(("s", &text));
+    match parse_redirect(url, state) {
+        Ok(code) => {
+            assert!(url.contains("code"));
+            assert!(!state.is_empty() || url.contains("state"));
+            let _ = code;
+        }
+        Err(e) => {
+            let shown = format!("{e} {e:?}");
+            assert!(shown.len() < 4 * url.len() + 256);
+        }
+    }
+}
