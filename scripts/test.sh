@@ -34,3 +34,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --locked --no-fail-fast
 fi
+
+step "fuzz smoke run (every target, ${POSTERN_FUZZ_SECONDS:-30} s each)"
+scripts/fuzz.sh "${POSTERN_FUZZ_SECONDS:-30}"
