@@ -163,3 +163,30 @@ proptest! {
         prop_assert_eq!(unstuff(&wire), canonical(&input));
     }
 }
+
+/// Found by the `body_encoder` fuzz target: a line that passes 998 octets and
+/// then holds a NUL breaks two rules. The streaming encoder reports the long
+/// line (it sees the length pass the limit first), the byte-at-a-time
+/// reference the NUL (it measures the line at its end). Both refuse the body,
+/// and each names a real violation; which one is reported is not part of the
+/// contract.
+#[test]
+fn two_violations_either_refusal() {
+    let mut body = b"a\r\n".to_vec();
+    body.extend(std::iter::repeat_n(b'x', 1134));
+    body.push(0);
+    body.extend_from_slice(b"\r\n");
+    let config = BodyConfig {
+        eight_bit: true,
+        ..BodyConfig::default()
+    };
+    let streamed = encode_split(&body, config, &[]);
+    let reference = reference_encode(&body, config);
+    for r in [&streamed, &reference] {
+        match r {
+            Err(BodyError::LineTooLong { line, len }) => assert!(*line == 2 && *len > 998),
+            Err(BodyError::Nul { offset }) => assert_eq!(*offset, 1137),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+}
