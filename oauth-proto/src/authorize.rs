@@ -85,9 +85,11 @@ impl fmt::Display for RedirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RedirectError::Denied { error, description } => {
-                write!(f, "authorization refused: {error}")?;
+                // Both come from the redirect URL, which anyone can craft:
+                // no control characters (terminal escapes), bounded length.
+                write!(f, "authorization refused: {}", printable(error, 64))?;
                 if let Some(d) = description {
-                    write!(f, ": {}", d.lines().next().unwrap_or(""))?;
+                    write!(f, ": {}", printable(d.lines().next().unwrap_or(""), 300))?;
                 }
                 Ok(())
             }
@@ -100,6 +102,20 @@ impl fmt::Display for RedirectError {
 }
 
 impl std::error::Error for RedirectError {}
+
+/// `text` without control characters (each becomes `?`), cut to `max`
+/// characters with an ellipsis.
+fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
 
 /// Parses the redirect: a full URL, a request target (`/callback?code=...`)
 /// or a bare query, and checks `state`. Returns the code.

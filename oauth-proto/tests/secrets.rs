@@ -191,3 +191,21 @@ fn snippet_redacts_secret_fields_whatever_their_length() {
     let s = snippet(br#"{"error":"invalid_client","token_type":"Bearer"}"#);
     assert!(s.contains("invalid_client") && s.contains("Bearer"), "{s}");
 }
+
+/// Found by the `redirect` fuzz target: an `error_description` from a crafted
+/// redirect reached the terminal with its control characters and unbounded.
+#[test]
+fn redirect_errors_are_printable_and_bounded() {
+    use postern_oauth::parse_redirect;
+    let evil = format!(
+        "/cb?error=access_denied&error_description=\u{1b}]0;pwned\u{7}{}&state=s",
+        "\u{14}".repeat(1000)
+    );
+    let err = parse_redirect(&evil, "s").unwrap_err().to_string();
+    assert!(!err.chars().any(char::is_control), "{err:?}");
+    assert!(err.chars().count() < 400, "{}", err.len());
+    assert!(
+        err.starts_with("authorization refused: access_denied"),
+        "{err}"
+    );
+}
