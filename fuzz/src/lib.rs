@@ -182,7 +182,11 @@ fn justified(e: &BodyError, data: &[u8], config: BodyConfig) -> bool {
             config.long_lines == LongLines::Reject
                 && canonical(data)
                     .split(|b| *b == b'\n')
-                    .nth(usize::try_from(line).unwrap_or(usize::MAX).saturating_sub(1))
+                    .nth(
+                        usize::try_from(line)
+                            .unwrap_or(usize::MAX)
+                            .saturating_sub(1),
+                    )
                     .is_some_and(|l| l.len().saturating_sub(1) > 998)
         }
         BodyError::Nul { offset } => {
@@ -191,7 +195,10 @@ fn justified(e: &BodyError, data: &[u8], config: BodyConfig) -> bool {
         }
         BodyError::EightBit { offset } => {
             !config.eight_bit
-                && usize::try_from(offset).ok().and_then(|o| data.get(o)).is_some_and(|b| *b >= 0x80)
+                && usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| data.get(o))
+                    .is_some_and(|b| *b >= 0x80)
         }
         _ => false,
     }
@@ -611,7 +618,11 @@ pub fn redirect(data: &[u8]) {
             // escapes from a crafted URL), bounded length.
             let shown = e.to_string();
             assert!(!shown.chars().any(char::is_control), "{shown:?}");
-            assert!(shown.chars().count() < 512, "{} characters", shown.chars().count());
+            assert!(
+                shown.chars().count() < 512,
+                "{} characters",
+                shown.chars().count()
+            );
         }
     }
 }
