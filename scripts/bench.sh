@@ -19,6 +19,8 @@ cargo bench -p postern-benches --locked "$@"
   echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr), $(rustc --version)."
   echo
   cargo run -q -p postern-benches --bin report -- target/criterion
-  if [ -f target/criterion/memory.txt ]; then echo "### memory"; echo; cat target/criterion/memory.txt; fi
+  echo "### memory"
+  echo
+  cat target/criterion/memory.txt target/criterion/peak-rss.txt 2>/dev/null || true
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"

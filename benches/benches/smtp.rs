@@ -53,8 +53,9 @@ fn memory_per_connection() {
         stats.allocations
     );
     eprint!("{line}");
-    let _ = std::fs::create_dir_all("target/criterion");
-    let _ = std::fs::write("target/criterion/memory.txt", line);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion");
+    let _ = std::fs::create_dir_all(dir);
+    let _ = std::fs::write(format!("{dir}/memory.txt"), line);
     drop(client);
 }
 
