@@ -307,10 +307,14 @@ fn one_gib_over_tls(c: &mut Criterion) {
     });
     group.finish();
     if let Some(peak) = postern_test_support::peak_rss() {
-        eprintln!(
-            "peak RSS of the benchmark process: {:.1} MiB",
-            peak as f64 / 1048576.0
+        let line = format!(
+            "Peak RSS of the loopback and 1 GiB benchmark process: {:.1} MiB.\n",
+            peak as f64 / 1_048_576.0
         );
+        eprint!("{line}");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion");
+        let _ = std::fs::create_dir_all(dir);
+        let _ = std::fs::write(format!("{dir}/peak-rss.txt"), line);
     }
 }
 
