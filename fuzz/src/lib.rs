@@ -18,7 +18,7 @@ use postern_oauth::{
     CacheConfig, FetchError, HttpLimits, HttpResponse, OAuthError, Outcome, ResponseParser, Secret,
     TokenCache, TokenResponse, classify, parse_redirect,
 };
-use postern_smtp::body::reference_encode;
+use postern_smtp::body::{canonical, reference_encode};
 use postern_smtp::reply::parse_one;
 use postern_smtp::sasl::decode_challenge;
 use postern_smtp::{
@@ -152,27 +152,6 @@ fn same_line(
         }
         e => e,
     })
-}
-
-fn canonical(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' if input.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// `true` when the input really breaks the rule `e` names.

@@ -604,6 +604,31 @@ impl BodyEncoder {
     }
 }
 
+/// The canonical form of a body: bare CR and bare LF made CRLF, a last line
+/// ended. What un-stuffing the encoder's DATA output gives back (and the
+/// BDAT output is), for checking an encoder against its input.
+#[must_use]
+pub fn canonical(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + 2);
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 /// The byte-at-a-time reference encoder: the whole body in, the exact wire bytes
 /// out (terminator included with dot-stuffing). Slow and simple on purpose: the
 /// oracle that [`BodyEncoder`] is tested and fuzzed against.

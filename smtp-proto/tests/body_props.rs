@@ -2,7 +2,7 @@
 //! reference on arbitrary input and arbitrary chunking, and its output never
 //! carries a bare CR or LF or an end-of-data line inside the body.
 
-use postern_smtp::body::reference_encode;
+use postern_smtp::body::{canonical, reference_encode};
 use postern_smtp::{BodyConfig, BodyEncoder, BodyError, BodyStats, LongLines, NulBytes};
 use proptest::prelude::*;
 
@@ -90,28 +90,6 @@ fn same_line(
         }
         e => e,
     })
-}
-
-/// The canonical form of a body: bare CR and LF made CRLF, a last line ended.
-fn canonical(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' if input.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    if !out.is_empty() && !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// What a server does with DATA bytes: strips the terminator and un-stuffs.

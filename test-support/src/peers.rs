@@ -122,6 +122,17 @@ impl Peers {
         .scope("mail")
     }
 
+    /// Client credentials for `short-client`, whose tokens live 4 s; the
+    /// expiry margin is lowered so each token is used for most of its life.
+    #[must_use]
+    pub fn short_lived_oauth(&self) -> OAuth2 {
+        self.oauth("short-client", "short-secret~4", false)
+            .cache_config(CacheConfig {
+                expiry_margin: Duration::from_millis(500),
+                ..CacheConfig::default()
+            })
+    }
+
     /// The Maildir messages of `user` (local part) whose text contains
     /// `needle`, waiting up to 20 s for `count` of them.
     #[must_use]
@@ -273,12 +284,7 @@ pub async fn token_expiry_and_revocation<R: Runtime + Default>() {
     let Some(p) = Peers::get() else { return };
     let rt = R::default();
     // short-client tokens live 4 s.
-    let oauth = p
-        .oauth("short-client", "short-secret~4", false)
-        .cache_config(CacheConfig {
-            expiry_margin: Duration::from_millis(500),
-            ..CacheConfig::default()
-        });
+    let oauth = p.short_lived_oauth();
     let t = p
         .builder::<R>(Server::Dovecot, false, "localhost")
         .oauth2(oauth)
@@ -515,12 +521,7 @@ pub async fn utf8_passwords<R: Runtime + Default>() {
 /// 4-second tokens; every message arrives exactly once.
 pub async fn load_with_expiring_tokens<R: Runtime + Default>() {
     let Some(p) = Peers::get() else { return };
-    let oauth = p
-        .oauth("short-client", "short-secret~4", false)
-        .cache_config(CacheConfig {
-            expiry_margin: Duration::from_millis(500),
-            ..CacheConfig::default()
-        });
+    let oauth = p.short_lived_oauth();
     let t = p
         .builder::<R>(Server::Dovecot, false, "localhost")
         .oauth2(oauth)
