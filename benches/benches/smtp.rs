@@ -1,7 +1,7 @@
 //! Body encoder and reply parser throughput.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use postern_benches::{byte_loop_encode, crlf_text, eight_bit, lf_text};
+use postern_benches::{byte_loop_encode, crlf_text, dotted_text, eight_bit, lf_text};
 use postern_smtp::{BodyConfig, BodyEncoder, ReplyParser};
 use std::hint::black_box;
 
@@ -63,6 +63,7 @@ fn body(c: &mut Criterion) {
     let inputs = [
         ("crlf-text", crlf_text(CHUNK)),
         ("lf-text", lf_text(CHUNK)),
+        ("dotted-text", dotted_text(CHUNK)),
         ("8bit", eight_bit(CHUNK)),
     ];
     let mut group = c.benchmark_group("body-encoder-64KiB");

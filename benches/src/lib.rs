@@ -14,6 +14,21 @@ pub fn lf_text(len: usize) -> Vec<u8> {
     text(len, b"\n")
 }
 
+/// `len` bytes of 76-column CRLF text where every seventh line starts with a
+/// dot (each one is stuffed), as in quoted replies and logs.
+#[must_use]
+pub fn dotted_text(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 80);
+    for (n, line) in crlf_text(len).split_inclusive(|b| *b == b'\n').enumerate() {
+        if n % 7 == 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    out.truncate(len);
+    out
+}
+
 fn text(len: usize, eol: &[u8]) -> Vec<u8> {
     const WORDS: &[&[u8]] = &[
         b"lorem",

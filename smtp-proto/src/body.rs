@@ -168,6 +168,27 @@ pub struct BodyEncoder {
 }
 
 const BLOCK: usize = 32;
+/// Stuffs the dot-led lines of the block at `i`: for each, cuts the verbatim
+/// run before the dot and writes the extra dot (the dot itself stays in the
+/// run). Bit k of `dots`: the byte at `i + k + 1` (for k = 63, the next
+/// block's first byte). Returns the count.
+/// Kept out of line so the clean-block loop stays tight.
+#[cold]
+#[inline(never)]
+fn stuff_block(input: &[u8], i: usize, dots: u64, out: &mut Vec<u8>, run: &mut usize) -> u64 {
+    let mut stuff = |at: usize| {
+        out.extend_from_slice(&input[*run..at]);
+        out.push(b'.');
+        *run = at;
+    };
+    let mut d = dots;
+    while d != 0 {
+        stuff(i + d.trailing_zeros() as usize + 1);
+        d &= d - 1;
+    }
+    u64::from(dots.count_ones())
+}
+
 /// The block of [`BodyEncoder::clean_blocks`].
 const FAST_BLOCK: usize = 64;
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -369,9 +390,9 @@ impl BodyEncoder {
         while i < input.len() {
             if i >= fast_from {
                 let stop = if self.config.dot_stuffing {
-                    self.clean_blocks::<true>(input, i, reject_high, &mut seen)
+                    self.clean_blocks::<true>(input, i, reject_high, &mut seen, out, &mut run)
                 } else {
-                    self.clean_blocks::<false>(input, i, reject_high, &mut seen)
+                    self.clean_blocks::<false>(input, i, reject_high, &mut seen, out, &mut run)
                 };
                 fast_from = stop + FAST_BLOCK;
                 if stop > i {
@@ -430,8 +451,9 @@ impl BodyEncoder {
 
     /// The block path: takes 64-byte blocks of clean text (every CR and LF in a
     /// CRLF pair, no pair split by the block's end, no NUL, no refused 8-bit
-    /// byte, no leading dot when stuffing, no line over the limit) as they are,
-    /// updating only the counts; the bytes stay in the verbatim run. Returns
+    /// byte, no line over the limit) as they are, updating only the counts;
+    /// the bytes stay in the verbatim run, which is cut only where a line
+    /// starts with a dot to be stuffed (found from the same masks). Returns
     /// where it stopped: at the first block that is not clean, or when fewer
     /// than 65 bytes are left (the byte after a block is needed to see a CR's
     /// LF and a leading dot).
@@ -448,6 +470,8 @@ impl BodyEncoder {
         mut i: usize,
         reject_high: bool,
         seen: &mut u64,
+        out: &mut Vec<u8>,
+        run: &mut usize,
     ) -> usize {
         let stuffing = STUFFING;
         let cr_v = u8x16::splat(b'\r');
@@ -455,6 +479,11 @@ impl BodyEncoder {
         let dot_v = u8x16::splat(b'.');
         let zero = u8x16::splat(0);
         let mut seen_v = zero;
+        // A dot-led line starting at the first block is left to the byte
+        // path; later ones are found from the block before (bit 63 below).
+        if stuffing && self.at_line_start && input.get(i) == Some(&b'.') {
+            return i;
+        }
         while let Some(block) = input.get(i..i + FAST_BLOCK + 1) {
             let (Some(here), Some(next)) = (
                 block.first_chunk::<FAST_BLOCK>(),
@@ -468,29 +497,39 @@ impl BodyEncoder {
                 let (h, n) = (u8x16::new(here[k]), u8x16::new(next[k]));
                 let is_lf = h.simd_eq(lf_v);
                 // A CR without LF after it, an LF after a non-CR (seen from the
-                // byte before it), a NUL, a dot after an LF.
-                let mut bad = (h.simd_eq(cr_v) ^ n.simd_eq(lf_v)) | h.simd_eq(zero);
-                if STUFFING {
-                    bad |= is_lf & n.simd_eq(dot_v);
-                }
-                (u64::from(is_lf.to_bitmask()), bad, h)
+                // byte before it), a NUL.
+                let bad = (h.simd_eq(cr_v) ^ n.simd_eq(lf_v)) | h.simd_eq(zero);
+                // An LF with a dot after it: a line to stuff.
+                let dots = if STUFFING {
+                    is_lf & n.simd_eq(dot_v)
+                } else {
+                    zero
+                };
+                (u64::from(is_lf.to_bitmask()), bad, h, dots)
             };
-            let (l0, b0, h0) = part(0);
-            let (l1, b1, h1) = part(1);
-            let (l2, b2, h2) = part(2);
-            let (l3, b3, h3) = part(3);
+            let (l0, b0, h0, d0) = part(0);
+            let (l1, b1, h1, d1) = part(1);
+            let (l2, b2, h2, d2) = part(2);
+            let (l3, b3, h3, d3) = part(3);
             let lf = l0 | l1 << 16 | l2 << 32 | l3 << 48;
             let bad = (b0 | b1) | (b2 | b3);
             let or = (h0 | h1) | (h2 | h3);
             // The block's first byte is checked against the state: an LF there
-            // lost its CR, a dot there may start a line. 8-bit bytes are
-            // looked at per block only when they are refused.
+            // lost its CR. 8-bit bytes are looked at per block only when they
+            // are refused.
             let first = block[0];
             let split = block[FAST_BLOCK - 1] == b'\r';
-            let leading_dot = stuffing & self.at_line_start & (first == b'.');
             let refused_high = reject_high && or.to_bitmask() != 0;
-            if (bad.to_bitmask() != 0) | (first == b'\n') | split | leading_dot | refused_high {
-                break;
+            // Dot-led lines are rare: one combined test for them and for a
+            // refusal, their positions only when there is one.
+            let dv = (d0 | d1) | (d2 | d3);
+            let mut dots = 0;
+            if ((bad | dv).to_bitmask() != 0) | (first == b'\n') | split | refused_high {
+                if (bad.to_bitmask() != 0) | (first == b'\n') | split | refused_high {
+                    break;
+                }
+                let m = |d: u8x16| u64::from(d.to_bitmask());
+                dots = m(d0) | m(d1) << 16 | m(d2) << 32 | m(d3) << 48;
             }
             let mut len = self.line_len;
             let mut longest = self.stats.longest_line;
@@ -513,10 +552,13 @@ impl BodyEncoder {
                     break;
                 }
             }
+            if dots != 0 {
+                self.stats.dots_stuffed += stuff_block(input, i, dots, out, run);
+            }
             self.line_len = len;
             self.stats.lines += u64::from(lf.count_ones());
             self.stats.longest_line = longest;
-            self.at_line_start = lf >> 63 != 0;
+            self.at_line_start = (lf >> 63 != 0) & (dots >> 63 == 0);
             seen_v |= or;
             i += FAST_BLOCK;
         }
@@ -877,5 +919,31 @@ mod tests {
         let mut text = b"ab\r\n".repeat(40);
         text.splice(20..20, b"0123456789012345678901234567\r\n".iter().copied());
         check(&text, BodyConfig::default());
+    }
+
+    #[test]
+    fn dots_stuffed_inside_blocks() {
+        // Dot-led lines of every width from 0 to 70, so a dot falls at every
+        // position of a block, including the byte just after one (bit 63)
+        // and a block's first byte.
+        let mut text = Vec::new();
+        for width in 0..=70usize {
+            text.push(b'.');
+            text.extend(std::iter::repeat_n(b'a' + (width % 26) as u8, width));
+            text.extend_from_slice(b"\r\n");
+            if width % 3 == 0 {
+                text.extend_from_slice(b"plain line\r\n");
+            }
+        }
+        let (out, stats) = reference_encode(&text, BodyConfig::default()).unwrap();
+        assert_eq!(stats.dots_stuffed, 71);
+        assert!(out.starts_with(b"..\r\nplain line\r\n..b\r\n"));
+        check(&text, BodyConfig::default());
+        for shift in 1..64 {
+            let mut shifted = vec![b'x'; shift];
+            shifted.extend_from_slice(b"\r\n");
+            shifted.extend_from_slice(&text);
+            check(&shifted, BodyConfig::default());
+        }
     }
 }

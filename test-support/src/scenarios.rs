@@ -720,6 +720,41 @@ pub async fn stream_large<R: Runtime + Default>(size: u64, chunking: bool) -> Op
     crate::peak_rss()
 }
 
+/// The test server's no-copy DATA path (bodies neither hashed nor kept, as
+/// in the throughput benchmark) counts exactly the un-stuffed size, over
+/// STARTTLS, for several messages on one connection.
+pub async fn stream_discarded<R: Runtime + Default>(sizes: &[u64]) {
+    let pki = Pki::generate();
+    let server = SmtpServer::start(SmtpServerConfig {
+        tls: ServerTls::StartTls(pki.localhost.server_config()),
+        keep_bodies: false,
+        hash_bodies: false,
+        ..Default::default()
+    })
+    .unwrap();
+    let t = builder::<R>("localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .build()
+        .unwrap();
+    for size in sizes {
+        let report = t
+            .send(
+                &envelope(&["rcpt@example.com"]),
+                Message::reader(Generated::new(*size)),
+            )
+            .await
+            .unwrap();
+        assert!(report.all_accepted());
+    }
+    let got: Vec<u64> = server.messages().iter().map(|m| m.size).collect();
+    let want: Vec<u64> = sizes
+        .iter()
+        .map(|s| Generated::new(*s).expected().0)
+        .collect();
+    assert_eq!(got, want);
+    t.shutdown().await;
+}
+
 /// Against Postfix's real `smtp-sink`: pooled sends over one connection and
 /// a streamed message. Returns `false` when smtp-sink is not installed and
 /// was not required.
@@ -783,6 +818,7 @@ macro_rules! transport_tests {
         async fn stream_with_data_and_with_bdat() {
             $crate::scenarios::stream_large::<$rt>(8 << 20, false).await;
             $crate::scenarios::stream_large::<$rt>(8 << 20, true).await;
+            $crate::scenarios::stream_discarded::<$rt>(&[0, 1_000, 65_537, 8 << 20]).await;
         }
 
         #[$attr]

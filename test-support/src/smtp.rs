@@ -268,6 +268,9 @@ struct Session {
 }
 
 const MAX_LINE: usize = 64 * 1024;
+/// Read buffer per session: large enough that a DATA stream is scanned in
+/// big slices.
+const READ_BUFFER: usize = 64 * 1024;
 
 async fn session(
     tcp: TcpStream,
@@ -285,7 +288,7 @@ async fn session(
         _ => (Io::Plain(tcp), false),
     };
     let mut s = Session {
-        s: BufStream::new(io),
+        s: BufStream::with_capacity(READ_BUFFER, 8 * 1024, io),
         config,
         record,
         tls,
@@ -374,12 +377,16 @@ impl Session {
                     }
                     let c = Arc::clone(c);
                     self.reply("220 2.0.0 Ready to start TLS").await?;
-                    let old = std::mem::replace(&mut self.s, BufStream::new(Io::Upgrading));
+                    let old = std::mem::replace(
+                        &mut self.s,
+                        BufStream::with_capacity(READ_BUFFER, 8 * 1024, Io::Upgrading),
+                    );
                     let Io::Plain(tcp) = old.into_inner() else {
                         return Err(io::Error::other("not plaintext"));
                     };
                     let tls = tokio_rustls::TlsAcceptor::from(c).accept(tcp).await?;
-                    self.s = BufStream::new(Io::Tls(Box::new(tls)));
+                    self.s =
+                        BufStream::with_capacity(READ_BUFFER, 8 * 1024, Io::Tls(Box::new(tls)));
                     self.tls = true;
                     self.user = None;
                 }
@@ -611,6 +618,11 @@ impl Session {
     }
 
     async fn data(&mut self) -> io::Result<()> {
+        if !self.config.hash_bodies && !self.config.keep_bodies {
+            let size = self.discard_data().await?;
+            self.store(size, Fnv::new().finish(), None);
+            return self.reply("250 2.0.0 Ok: queued").await;
+        }
         let mut hash = Fnv::new();
         let mut size = 0u64;
         let mut kept = self.config.keep_bodies.then(Vec::new);
@@ -634,6 +646,48 @@ impl Session {
         }
         self.store(size, hash.finish(), kept);
         self.reply("250 2.0.0 Ok: queued").await
+    }
+
+    /// Reads DATA up to the terminating `.` line straight from the read
+    /// buffer, without copying lines: the fast path for throughput runs.
+    /// Returns the size after un-stuffing.
+    async fn discard_data(&mut self) -> io::Result<u64> {
+        let mut size = 0u64;
+        // Length of the current line so far and its first three bytes.
+        let mut line_len = 0usize;
+        let mut head = [0u8; 3];
+        loop {
+            let buf = self.s.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut at = 0;
+            let mut end = None;
+            while at < buf.len() {
+                let nl = memchr::memchr(b'\n', &buf[at..]);
+                let seg = &buf[at..nl.map_or(buf.len(), |i| at + i + 1)];
+                for (k, b) in seg.iter().take(3usize.saturating_sub(line_len)).enumerate() {
+                    head[line_len + k] = *b;
+                }
+                line_len += seg.len();
+                at += seg.len();
+                if nl.is_some() {
+                    if line_len == 3 && head == *b".\r\n" {
+                        end = Some(at);
+                        break;
+                    }
+                    size += (line_len - usize::from(head[0] == b'.')) as u64;
+                    line_len = 0;
+                    head = [0; 3];
+                }
+            }
+            let consumed = end.unwrap_or(buf.len());
+            self.s.consume(consumed);
+            if end.is_some() {
+                // A partial line cannot precede the terminator.
+                return Ok(size);
+            }
+        }
     }
 
     async fn bdat(&mut self, upper: &str) -> io::Result<()> {
