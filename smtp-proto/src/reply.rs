@@ -112,7 +112,79 @@ pub struct Reply {
     code: u16,
     enhanced: Option<EnhancedCode>,
     /// Line texts joined by `\n` (which can never occur inside a line).
-    text: Vec<u8>,
+    text: ReplyText,
+}
+
+/// Reply text up to this many bytes is stored in the reply itself, with no
+/// allocation: most replies in a mail transaction are one short line.
+const INLINE_TEXT: usize = 22;
+
+/// The text of a reply: inline when short, else on the heap.
+#[derive(Clone)]
+enum ReplyText {
+    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    Heap(Vec<u8>),
+}
+
+impl ReplyText {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            ReplyText::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            ReplyText::Heap(v) => v,
+        }
+    }
+
+    /// Takes `v`, moving short text inline (the vector is then dropped).
+    fn from_vec(v: Vec<u8>) -> Self {
+        if v.len() <= INLINE_TEXT {
+            ReplyText::from_parts(v.len(), [&v[..]].into_iter())
+        } else {
+            ReplyText::Heap(v)
+        }
+    }
+
+    /// Joins `parts` with `\n`; `total` is the joined length, exactly.
+    fn from_parts<'a>(total: usize, parts: impl Iterator<Item = &'a [u8]>) -> Self {
+        if total <= INLINE_TEXT {
+            let mut bytes = [0u8; INLINE_TEXT];
+            let mut at = 0;
+            for (i, part) in parts.enumerate() {
+                if i > 0 {
+                    bytes[at] = b'\n';
+                    at += 1;
+                }
+                bytes[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+            ReplyText::Inline {
+                len: u8::try_from(at).unwrap_or(0),
+                bytes,
+            }
+        } else {
+            let mut v = Vec::with_capacity(total);
+            for (i, part) in parts.enumerate() {
+                if i > 0 {
+                    v.push(b'\n');
+                }
+                v.extend_from_slice(part);
+            }
+            ReplyText::Heap(v)
+        }
+    }
+}
+
+impl PartialEq for ReplyText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for ReplyText {}
+
+impl std::hash::Hash for ReplyText {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
 }
 
 impl Reply {
@@ -140,7 +212,7 @@ impl Reply {
         Some(Reply {
             code,
             enhanced,
-            text,
+            text: ReplyText::from_vec(text),
         })
     }
 
@@ -189,21 +261,22 @@ impl Reply {
 
     /// The text of each line, without code, separator and line end.
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.text.split(|&b| b == b'\n')
+        self.text.as_slice().split(|&b| b == b'\n')
     }
 
     /// The number of lines.
     #[must_use]
     pub fn line_count(&self) -> usize {
-        memchr::memchr_iter(b'\n', &self.text).count() + 1
+        memchr::memchr_iter(b'\n', self.text.as_slice()).count() + 1
     }
 
     /// The text of the first line.
     #[must_use]
     pub fn first_line(&self) -> &[u8] {
-        match memchr::memchr(b'\n', &self.text) {
-            Some(end) => &self.text[..end],
-            None => &self.text,
+        let text = self.text.as_slice();
+        match memchr::memchr(b'\n', text) {
+            Some(end) => &text[..end],
+            None => text,
         }
     }
 
@@ -231,7 +304,7 @@ impl Reply {
     /// The raw text of all lines joined by `\n`.
     #[must_use]
     pub fn raw_text(&self) -> &[u8] {
-        &self.text
+        self.text.as_slice()
     }
 
     /// Encodes the reply as CRLF-terminated wire lines (`250-a\r\n250 b\r\n`).
@@ -408,6 +481,11 @@ impl ReplyParser {
     /// Returns how many bytes were consumed and the reply if one completed. When
     /// no reply completes, all of `input` is consumed.
     pub fn parse(&mut self, input: &[u8]) -> Result<(usize, Option<Reply>), ReplyError> {
+        if !self.is_mid_reply()
+            && let Some((used, reply)) = self.whole_reply(input)
+        {
+            return Ok((used, Some(reply)));
+        }
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
@@ -439,6 +517,75 @@ impl ReplyParser {
             }
         }
         Ok((pos, None))
+    }
+
+    /// The fast path for a reply that lies whole in `input` and is valid: one
+    /// pass checks the lines and measures the text, a second copies the text
+    /// once into storage of the exact size. `None` (nothing consumed) for
+    /// anything else, which the line-by-line path then handles, errors
+    /// included.
+    fn whole_reply(&self, input: &[u8]) -> Option<(usize, Reply)> {
+        let limits = self.limits;
+        let mut at = 0;
+        let mut total = 0usize;
+        let mut lines = 0usize;
+        let mut code = None;
+        let mut ends = LineEnds::new(input);
+        let end = loop {
+            let lf = ends.next()?;
+            let line = &input[at..lf];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let (this, last) = match line {
+                [a @ b'2'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9', rest @ ..] => {
+                    let last = match rest.first() {
+                        None | Some(b' ') => true,
+                        Some(b'-') => false,
+                        Some(_) => return None,
+                    };
+                    let code =
+                        u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0');
+                    (code, last)
+                }
+                _ => return None,
+            };
+            if line.len() > limits.max_line_len || *code.get_or_insert(this) != this {
+                return None;
+            }
+            lines += 1;
+            total += line.len().saturating_sub(4) + usize::from(lines > 1);
+            if lines > limits.max_lines || total > limits.max_reply_bytes {
+                return None;
+            }
+            at = lf + 1;
+            if last {
+                break at;
+            }
+        };
+        let code = code?;
+        let mut start = 0;
+        let parts = LineEnds::new(&input[..end]).map(|lf| {
+            let line = &input[start..lf];
+            start = lf + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            line.get(4..).unwrap_or_default()
+        });
+        let text = if lines == 1 {
+            // One line: its text is the one measured, no second scan.
+            let line = &input[..end - 1];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            ReplyText::from_parts(total, std::iter::once(line.get(4..).unwrap_or_default()))
+        } else {
+            ReplyText::from_parts(total, parts)
+        };
+        let enhanced = enhanced_for(code, text.as_slice());
+        Some((
+            end,
+            Reply {
+                code,
+                enhanced,
+                text,
+            },
+        ))
     }
 
     /// Handles one line without its LF. Returns the reply when this was its last line.
@@ -489,15 +636,79 @@ impl ReplyParser {
         if !last {
             return Ok(None);
         }
-        let text = std::mem::take(&mut self.text);
         self.code = None;
         self.lines = 0;
-        let enhanced = enhanced_for(code, &text);
+        let enhanced = enhanced_for(code, &self.text);
+        let text = if self.text.len() <= INLINE_TEXT {
+            // Copied inline; the buffer stays for the next reply.
+            let text = ReplyText::from_parts(self.text.len(), [&self.text[..]].into_iter());
+            self.text.clear();
+            text
+        } else {
+            ReplyText::Heap(std::mem::take(&mut self.text))
+        };
         Ok(Some(Reply {
             code,
             enhanced,
             text,
         }))
+    }
+}
+
+/// The positions of the LFs in a buffer, found 64 bytes at a time with
+/// vector compares: replies are many short lines, where a search call per
+/// line costs more than the line.
+struct LineEnds<'a> {
+    input: &'a [u8],
+    /// Start of the block `mask` describes.
+    base: usize,
+    /// LFs of the current block not yet returned, bit k for `base + k`.
+    mask: u64,
+    /// Start of the next block to scan.
+    next: usize,
+}
+
+impl<'a> LineEnds<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        LineEnds {
+            input,
+            base: 0,
+            mask: 0,
+            next: 0,
+        }
+    }
+}
+
+/// Bit k set when `block[k]` is LF.
+#[inline]
+fn lf_mask(block: &[u8; 64]) -> u64 {
+    let lf = wide::u8x16::splat(b'\n');
+    let (parts, _) = block.as_chunks::<16>();
+    let m = |k: usize| u64::from(wide::u8x16::new(parts[k]).simd_eq(lf).to_bitmask());
+    m(0) | m(1) << 16 | m(2) << 32 | m(3) << 48
+}
+
+impl Iterator for LineEnds<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            let rest = self.input.get(self.next..).filter(|r| !r.is_empty())?;
+            self.base = self.next;
+            self.mask = match rest.first_chunk::<64>() {
+                Some(block) => lf_mask(block),
+                // The tail: the last 64 bytes, shifted, when there are
+                // that many; else (short input) a plain search.
+                None => match self.input.last_chunk::<64>() {
+                    Some(block) => lf_mask(block) >> (64 - rest.len()),
+                    None => memchr::memchr_iter(b'\n', rest).fold(0, |m, k| m | 1 << k),
+                },
+            };
+            self.next += 64;
+        }
+        let k = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(self.base + k)
     }
 }
 
@@ -645,5 +856,59 @@ mod tests {
         assert_eq!(parse_all(&wire).unwrap(), vec![r]);
         assert!(Reply::new(250, &["a\r\nb"]).is_none());
         assert!(Reply::new(199, &["a"]).is_none());
+    }
+
+    /// Byte by byte, every reply goes through the line path; whole, through
+    /// the fast path. Both must give the same replies, at text lengths around
+    /// the inline limit, with many lines, and with a reply ending inside the
+    /// last partial 64-byte block of a longer input.
+    #[test]
+    fn fast_path_matches_line_path() {
+        let mut input = Vec::new();
+        for len in [
+            0,
+            1,
+            INLINE_TEXT - 1,
+            INLINE_TEXT,
+            INLINE_TEXT + 1,
+            63,
+            64,
+            65,
+            200,
+        ] {
+            input.extend_from_slice(b"250 ");
+            input.extend(std::iter::repeat_n(b'x', len));
+            input.extend_from_slice(b"\r\n");
+            input.extend_from_slice(b"451-4.3.0 a\r\n451-\r\n451 4.3.0 ");
+            input.extend(std::iter::repeat_n(b'y', len));
+            input.extend_from_slice(b"\n");
+        }
+        for n in 0..70 {
+            input.extend_from_slice(format!("250-EXT{n}\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"250 END\r\n354 go\r\n221\r\n");
+        let whole = parse_all(&input).unwrap();
+        assert_eq!(whole.len(), 9 * 2 + 3);
+        let mut p = ReplyParser::default();
+        let mut one_by_one = Vec::new();
+        for b in &input {
+            let (n, r) = p.parse(std::slice::from_ref(b)).unwrap();
+            assert_eq!(n, 1);
+            one_by_one.extend(r);
+        }
+        assert_eq!(whole, one_by_one);
+        assert_eq!(whole[1].lines().count(), 3);
+        assert_eq!(whole[20].raw_text(), b"");
+        assert_eq!(
+            whole[1].enhanced().map(|e| e.to_string()).as_deref(),
+            Some("4.3.0")
+        );
+        assert_eq!(whole[18].line_count(), 71);
+        // Each short input alone, too (no 64-byte block to shift from).
+        for r in &whole {
+            let mut wire = Vec::new();
+            r.write_wire(&mut wire);
+            assert_eq!(&parse_all(&wire).unwrap(), std::slice::from_ref(r));
+        }
     }
 }

@@ -18,7 +18,7 @@ pub enum Entry {
     /// Bytes it transmitted (consecutive transmissions merged).
     Sent(Vec<u8>),
     /// An event it reported.
-    Event(Event),
+    Event(Box<Event>),
     /// An error an input call returned.
     InputError(Error),
 }
@@ -79,7 +79,7 @@ impl Driver {
             }
         }
         while let Some(event) = self.client.poll_event() {
-            self.log.push(Entry::Event(event));
+            self.log.push(Entry::Event(Box::new(event)));
         }
         if let Some(deadline) = self.client.poll_timeout() {
             assert!(
@@ -206,7 +206,7 @@ pub fn run_all(config: &ClientConfig, script: &[Step<'_>]) -> Vec<Entry> {
 pub fn events(log: &[Entry]) -> Vec<Event> {
     log.iter()
         .filter_map(|e| match e {
-            Entry::Event(ev) => Some(ev.clone()),
+            Entry::Event(ev) => Some((**ev).clone()),
             _ => None,
         })
         .collect()
