@@ -5,8 +5,14 @@
 # loopback group; run on an otherwise idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -rf target/criterion
-cargo bench -p postern-benches --locked "$@"
+# `--report-only` rewrites BENCHMARKS.md from the results already under
+# target/criterion (for example after re-running one group).
+if [ "${1:-}" = "--report-only" ]; then
+  shift
+else
+  rm -rf target/criterion
+  cargo bench -p postern-benches --locked "$@"
+fi
 {
   echo "# Benchmarks"
   echo

@@ -127,6 +127,8 @@ fn smtp_source(port: u16, sessions: usize) -> Duration {
     let start = Instant::now();
     let status = std::process::Command::new("/usr/sbin/smtp-source")
         .args([
+            // One connection per session for all its messages, as the others.
+            "-d",
             "-s",
             &sessions.to_string(),
             "-m",
