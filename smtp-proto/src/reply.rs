@@ -639,14 +639,7 @@ impl ReplyParser {
         self.code = None;
         self.lines = 0;
         let enhanced = enhanced_for(code, &self.text);
-        let text = if self.text.len() <= INLINE_TEXT {
-            // Copied inline; the buffer stays for the next reply.
-            let text = ReplyText::from_parts(self.text.len(), [&self.text[..]].into_iter());
-            self.text.clear();
-            text
-        } else {
-            ReplyText::Heap(std::mem::take(&mut self.text))
-        };
+        let text = ReplyText::from_vec(std::mem::take(&mut self.text));
         Ok(Some(Reply {
             code,
             enhanced,
