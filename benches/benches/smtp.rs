@@ -13,11 +13,11 @@ static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INST
 /// Heap a connection keeps: a client after the greeting, EHLO and one 1 KiB
 /// transaction, net of what it freed. Written next to criterion's results.
 fn memory_per_connection() {
-    use postern_smtp::{Client, ClientConfig, Envelope, Mailbox, TlsPolicy};
+    use postern_smtp::{Client, ClientConfig, Envelope, Mailbox, Security};
     let region = stats_alloc::Region::new(GLOBAL);
     let now = std::time::Instant::now();
     let config = ClientConfig {
-        tls: TlsPolicy::None,
+        tls: Security::Plaintext,
         use_chunking: false,
         ..ClientConfig::default()
     };
@@ -227,7 +227,7 @@ fn reply_end(input: &[u8]) -> usize {
 /// pipelined replies and a 1 KiB message, no sockets.
 fn transactions(c: &mut Criterion) {
     memory_per_connection();
-    use postern_smtp::{Client, ClientConfig, Envelope, Event, Mailbox, TlsPolicy};
+    use postern_smtp::{Client, ClientConfig, Envelope, Event, Mailbox, Security};
     let message = {
         let mut m =
             b"From: <a@example.com>\r\nTo: <b@example.com>\r\nSubject: bench\r\n\r\n".to_vec();
@@ -242,7 +242,7 @@ fn transactions(c: &mut Criterion) {
     };
     let start = std::time::Instant::now();
     let config = ClientConfig {
-        tls: TlsPolicy::None,
+        tls: Security::Plaintext,
         use_chunking: false,
         ..ClientConfig::default()
     };

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use clap::Args;
 use postern_oauth::{
-    AuthorizationRequest, ClientAuth, DevicePoll, Endpoint, Grant, MicrosoftCloud, Outcome, Pkce,
-    Provider, TokenRequest, classify, classify_device_authorization, parse_redirect,
+    AuthorizationRequest, ClientAuth, DevicePoll, Endpoint, Grant, Outcome, Pkce, Provider,
+    TokenRequest, classify, classify_device_authorization, parse_redirect,
 };
 use postern_tokio::{Secret, Tokio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::{ProviderKind, Settings, secret};
+use crate::config::{Settings, secret};
 use crate::fail::{Class, Failure, usage};
 use crate::setup;
 
@@ -37,32 +37,6 @@ pub(crate) struct AuthorizeArgs {
     device_url: Option<String>,
 }
 
-fn provider(s: &Settings) -> Result<Provider, Failure> {
-    Ok(match s.provider.unwrap_or(ProviderKind::Microsoft) {
-        ProviderKind::Microsoft => Provider::Microsoft {
-            tenant: s
-                .tenant
-                .clone()
-                .unwrap_or_else(|| "organizations".to_owned()),
-            cloud: match &s.cloud {
-                Some(c) => MicrosoftCloud::from_name(c)
-                    .ok_or_else(|| usage(format!("unknown --cloud {c:?}")))?,
-                None => MicrosoftCloud::Global,
-            },
-        },
-        ProviderKind::Google => Provider::Google,
-        ProviderKind::Generic => Provider::Generic {
-            token_url: s
-                .token_url
-                .clone()
-                .ok_or_else(|| usage("--token-url is required"))?,
-            authorize_url: s.authorize_url.clone(),
-            device_url: None,
-            scope: s.scope.clone(),
-        },
-    })
-}
-
 /// Runs `postern authorize`.
 pub(crate) async fn run(args: AuthorizeArgs) -> Result<(), Failure> {
     let s = args.settings.clone().resolve()?;
@@ -70,7 +44,7 @@ pub(crate) async fn run(args: AuthorizeArgs) -> Result<(), Failure> {
         .refresh_token_file
         .clone()
         .ok_or_else(|| usage("--refresh-token-file says where to store the refresh token"))?;
-    let provider = provider(&s)?;
+    let (_, provider) = setup::provider(&s, true)?;
     let endpoints = provider.endpoints();
     let token_endpoint = Endpoint::parse_with(
         s.token_url.as_deref().unwrap_or(&endpoints.token),

@@ -5,22 +5,21 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use postern_tokio::Security;
 use serde::Deserialize;
 
 use crate::fail::{Failure, usage};
 
-/// How the SMTP connection is protected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum TlsMode {
-    /// TLS from the first byte (port 465).
-    Implicit,
-    /// STARTTLS, required (port 587).
-    Starttls,
-    /// STARTTLS when offered.
-    StarttlsOpportunistic,
-    /// No TLS (loopback tests only).
-    None,
+/// Parses a TLS mode flag or profile value into the one TLS policy type.
+fn parse_security(s: &str) -> Result<Security, String> {
+    s.parse::<Security>().map_err(|e| e.to_string())
+}
+
+/// Deserializes a profile's `tls = "..."` into the one TLS policy type.
+fn de_security<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Security>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| parse_security(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// The SASL mechanism.
@@ -79,9 +78,11 @@ pub(crate) struct Settings {
     /// SMTP port [default: 465 implicit, 587 starttls, 25 none].
     #[arg(long, env = "POSTERN_PORT")]
     pub(crate) port: Option<u16>,
-    /// TLS mode [default: starttls].
-    #[arg(long, value_enum, env = "POSTERN_TLS")]
-    pub(crate) tls: Option<TlsMode>,
+    /// TLS mode: implicit, starttls, starttls-opportunistic or none
+    /// [default: starttls].
+    #[arg(long, env = "POSTERN_TLS", value_name = "MODE", value_parser = parse_security)]
+    #[serde(deserialize_with = "de_security")]
+    pub(crate) tls: Option<Security>,
     /// Extra trusted root certificates (PEM), e.g. a company CA.
     #[arg(long, value_name = "PEM", env = "POSTERN_CA_FILE")]
     pub(crate) ca_file: Option<PathBuf>,
@@ -289,17 +290,17 @@ pub(crate) fn nodemailer(path: &Path) -> Result<Settings, Failure> {
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
     out.tls = Some(if secure {
-        TlsMode::Implicit
+        Security::ImplicitTls
     } else if ignore_tls {
-        TlsMode::None
+        Security::Plaintext
     } else if v
         .get("requireTLS")
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false)
     {
-        TlsMode::Starttls
+        Security::StartTls
     } else {
-        TlsMode::StarttlsOpportunistic
+        Security::StartTlsOpportunistic
     });
     let null = serde_json::Value::Null;
     let auth = v.get("auth").unwrap_or(&null);

@@ -2,7 +2,9 @@
 //! failure with the setup step to fix.
 
 use clap::Args;
-use postern_tokio::{Error, Mailbox};
+use postern_oauth::preflight;
+use postern_oauth::preflight::{SUMMARY_CLAIMS, mail_claims};
+use postern_tokio::{Diagnosis, Error, Mailbox, Stage};
 
 use crate::config::{ProviderKind, Settings};
 use crate::fail::{Class, Failure, classify, usage};
@@ -34,35 +36,24 @@ impl Steps {
         name: &str,
         class: Class,
         detail: &str,
-        fix: Option<(&str, &str)>,
+        diagnosis: Option<&Diagnosis>,
     ) -> Failure {
         self.n += 1;
         println!("[FAIL] {}. {name}: {detail}", self.n);
-        if let Some((id, text)) = fix {
-            println!("       diagnosis {id}: {text}");
+        if let Some(d) = diagnosis {
+            println!(
+                "       diagnosis {}: setup step \"{}\": {}",
+                d.id, d.step, d.fix
+            );
+            if let Some(link) = &d.link {
+                println!("       more: {link}");
+            }
         }
         Failure {
             class,
             message: format!("step {} ({name}) failed", self.n),
             error: None,
         }
-    }
-}
-
-/// The step an SMTP-side error belongs to.
-fn step_of(e: &Error) -> &'static str {
-    match e {
-        Error::Connect { .. } | Error::ConnectTimeout { .. } => "TCP connection",
-        Error::Tls { .. } => "TLS handshake and certificate",
-        Error::Smtp(inner) => match &**inner {
-            postern_tokio::smtp::Error::StartTlsUnavailable
-            | postern_tokio::smtp::Error::StartTlsRefused { .. } => "STARTTLS",
-            _ => "SMTP greeting and EHLO",
-        },
-        Error::Token(_) => "token request",
-        Error::Auth(_) | Error::Command(_) => "SMTP AUTH",
-        Error::Rejected(_) => "MAIL FROM / RCPT / DATA",
-        _ => "SMTP session",
     }
 }
 
@@ -101,28 +92,26 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
                         t.expires_in.map_or(0, |d| d.as_secs())
                     ),
                 );
-                match token::mail_claims(t.access_token.expose()) {
+                match mail_claims(t.access_token.expose()) {
                     Some(claims) => {
                         let shown: Vec<String> = claims
                             .iter()
-                            .filter(|(k, _)| {
-                                ["aud", "roles", "scp", "tid", "upn", "appid"].contains(&k.as_str())
-                            })
+                            .filter(|(k, _)| SUMMARY_CLAIMS.contains(&k.as_str()))
                             .map(|(k, v)| format!("{k}={v}"))
                             .collect();
                         let microsoft = s.provider == Some(ProviderKind::Microsoft)
                             || (s.provider.is_none() && s.token_url.is_none());
                         let problems = if microsoft {
-                            token::preflight(&claims, s.refresh_token_file.is_none())
+                            preflight(&claims, o.grant_kind())
                         } else {
                             Vec::new()
                         };
-                        if let Some((id, fix)) = problems.first() {
+                        if let Some(d) = problems.first() {
                             return Err(steps.fail(
-                                "token claims",
+                                Stage::Claims.name(),
                                 Class::Auth,
                                 &shown.join(" "),
-                                Some((id, fix)),
+                                Some(d),
                             ));
                         }
                         steps.ok("token claims", &shown.join(" "));
@@ -131,23 +120,8 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
                 }
             }
             Err(f) => {
-                let fix = f.error.as_ref().and_then(|e| match e {
-                    Error::Token(t) => match &**t {
-                        postern_tokio::oauth::FetchError::OAuth(o) => o.diagnosis(),
-                        _ => None,
-                    },
-                    _ => None,
-                });
-                let detail = f.message.clone();
-                return Err(match fix {
-                    Some(d) => steps.fail(
-                        "token request",
-                        f.class,
-                        &detail,
-                        Some((d.id, &format!("setup step \"{}\": {}", d.step, d.fix))),
-                    ),
-                    None => steps.fail("token request", f.class, &detail, None),
-                });
+                let d = f.error.as_ref().and_then(Error::diagnosis);
+                return Err(steps.fail(Stage::Token.name(), f.class, &f.message, d.as_ref()));
             }
         }
     }
@@ -164,8 +138,7 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
         ),
         Err(e) => {
             let d = e.diagnosis();
-            let fix = d.map(|d| (d.id, d.fix));
-            return Err(steps.fail(step_of(&e), classify(&e), &e.to_string(), fix));
+            return Err(steps.fail(e.stage().name(), classify(&e), &e.to_string(), d.as_ref()));
         }
     }
 
@@ -196,8 +169,8 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
                 ));
             }
             Err(e) => {
-                let fix = e.diagnosis().map(|d| (d.id, d.fix));
-                return Err(steps.fail(step_of(&e), classify(&e), &e.to_string(), fix));
+                let d = e.diagnosis();
+                return Err(steps.fail(e.stage().name(), classify(&e), &e.to_string(), d.as_ref()));
             }
         }
     }

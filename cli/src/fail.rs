@@ -1,7 +1,6 @@
 //! Exit codes and the failures that lead to them.
 
-use postern_tokio::Error;
-use postern_tokio::smtp::CommandError;
+use postern_tokio::{Error, Stage};
 
 /// What went wrong, by class; each class has its own exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,29 +45,20 @@ pub(crate) fn usage(message: impl Into<String>) -> Failure {
     }
 }
 
-/// The class of a transport error.
+/// The class of a transport error. A command the SMTP core refused is
+/// classed by the stage the core names for it.
 pub(crate) fn classify(e: &Error) -> Class {
     match e {
         Error::Config(_) | Error::Message(_) => Class::Usage,
-        Error::Connect { .. }
-        | Error::ConnectTimeout { .. }
-        | Error::Tls { .. }
-        | Error::Io(_)
-        | Error::Smtp(_) => Class::Connection,
         Error::Auth(_) | Error::Token(_) => Class::Auth,
         Error::Rejected(_) => Class::Rejected,
-        Error::Command(c) => match &**c {
-            CommandError::AuthNotOffered
-            | CommandError::MechanismNotOffered { .. }
-            | CommandError::NoCommonMechanism { .. }
-            | CommandError::CredentialsWithoutTls
-            | CommandError::Sasl(_) => Class::Auth,
-            CommandError::ExtensionRequired { .. } | CommandError::MessageTooLarge { .. } => {
-                Class::Rejected
-            }
+        Error::Command(c) => match c.stage() {
+            Stage::Auth => Class::Auth,
+            Stage::Transaction => Class::Rejected,
             _ => Class::Connection,
         },
-        _ => Class::Other,
+        Error::Shutdown => Class::Other,
+        _ => Class::Connection,
     }
 }
 

@@ -154,7 +154,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
                 "class": f.class.name(),
                 "exit_code": f.class as i32,
                 "message": f.message,
-                "diagnosis": f.error.as_ref().and_then(|e| e.diagnosis()).map(|d| json!({"id": d.id, "fix": d.fix})),
+                "diagnosis": f.error.as_ref().and_then(|e| e.diagnosis()).map(|d| json!({"id": d.id, "step": d.step, "fix": d.fix, "link": d.link})),
             });
         }
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());

@@ -8,11 +8,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use postern_oauth::jwt::{KeyId, RsaSigner, client_assertion_claims, sign};
 use postern_oauth::{MicrosoftCloud, Provider};
 use postern_tokio::{
-    Assertion, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Security,
-    Timeouts, TlsOptions, TokenGrant, Transport, TransportBuilder,
+    Assertion, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts,
+    TlsOptions, TokenGrant, Transport, TransportBuilder,
 };
 
-use crate::config::{AuthMode, ProviderKind, Settings, TlsMode, secret};
+use crate::config::{AuthMode, ProviderKind, Settings, secret};
 use crate::fail::{Failure, usage};
 
 /// Random bytes from the operating system.
@@ -34,18 +34,10 @@ pub(crate) fn tls_options(s: &Settings) -> Result<TlsOptions, Failure> {
     Ok(tls)
 }
 
-/// `true` when the settings ask for OAuth2 tokens fetched by postern.
-pub(crate) fn wants_oauth(s: &Settings) -> bool {
-    s.token_env.is_none()
-        && s.token_file.is_none()
-        && (s.provider.is_some() || s.client_id.is_some() || s.token_url.is_some())
-}
-
-/// The OAuth2 configuration, when the settings describe one.
-pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
-    if !wants_oauth(s) {
-        return Ok(None);
-    }
+/// The one place a provider is built from settings. The Microsoft tenant is
+/// required for app-only tokens (the token must come from the app's own
+/// tenant) and defaults to `organizations` for a user's delegated sign-in.
+pub(crate) fn provider(s: &Settings, delegated: bool) -> Result<(ProviderKind, Provider), Failure> {
     let kind = s.provider.unwrap_or(if s.token_url.is_some() {
         ProviderKind::Generic
     } else {
@@ -53,9 +45,15 @@ pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
     });
     let provider = match kind {
         ProviderKind::Microsoft => Provider::Microsoft {
-            tenant: s.tenant.clone().ok_or_else(|| {
-                usage("--tenant is required for Microsoft (the tenant id or domain)")
-            })?,
+            tenant: match (&s.tenant, delegated) {
+                (Some(t), _) => t.clone(),
+                (None, true) => "organizations".to_owned(),
+                (None, false) => {
+                    return Err(usage(
+                        "--tenant is required for Microsoft app-only tokens (the tenant id or domain)",
+                    ));
+                }
+            },
             cloud: match &s.cloud {
                 Some(c) => MicrosoftCloud::from_name(c).ok_or_else(|| {
                     usage(format!("unknown --cloud {c:?} (global, usgov, china)"))
@@ -74,6 +72,23 @@ pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
             scope: s.scope.clone(),
         },
     };
+    Ok((kind, provider))
+}
+
+/// `true` when the settings ask for OAuth2 tokens fetched by postern.
+pub(crate) fn wants_oauth(s: &Settings) -> bool {
+    s.token_env.is_none()
+        && s.token_file.is_none()
+        && (s.provider.is_some() || s.client_id.is_some() || s.token_url.is_some())
+}
+
+/// The OAuth2 configuration, when the settings describe one.
+pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
+    if !wants_oauth(s) {
+        return Ok(None);
+    }
+    let delegated = s.refresh_token_file.is_some();
+    let (kind, provider) = provider(s, delegated)?;
     let endpoint = match &s.token_url {
         Some(url) => Endpoint::parse_with(url, s.allow_http_token_url),
         None => provider.token_endpoint(false),
@@ -96,7 +111,6 @@ pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
         None => None,
     };
     let client = client_credential(s, &client_id, &endpoint)?;
-    let delegated = refresh.is_some();
     if kind == ProviderKind::Google && !delegated {
         return Err(usage(
             "Google needs a user's consent: run `postern authorize --provider google` and pass --refresh-token-file",
@@ -208,12 +222,7 @@ pub(crate) fn store_secret(path: &Path, value: &str) -> std::io::Result<()> {
 /// The transport for `s`.
 pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
     let host = s.host.clone().ok_or_else(|| usage("--host is required"))?;
-    let security = match s.tls.unwrap_or(TlsMode::Starttls) {
-        TlsMode::Implicit => Security::ImplicitTls,
-        TlsMode::Starttls => Security::StartTls,
-        TlsMode::StarttlsOpportunistic => Security::StartTlsOpportunistic,
-        TlsMode::None => Security::Plaintext,
-    };
+    let security = s.tls.unwrap_or_default();
     let mut b: TransportBuilder = Transport::builder(host)
         .security(security)
         .tls(tls_options(s)?);

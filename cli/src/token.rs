@@ -1,9 +1,9 @@
 //! `postern token` and the token checks `diagnose` shares.
 
 use clap::Args;
-use postern_oauth::jwt::decode_claims_unverified;
+use postern_oauth::preflight::mail_claims;
 use postern_tokio::{OAuth2, TokenResponse, Tokio};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use crate::config::Settings;
 use crate::fail::{Failure, usage};
@@ -22,72 +22,10 @@ pub(crate) struct TokenArgs {
     json: bool,
 }
 
-/// The claims that matter for mail.
-pub(crate) const MAIL_CLAIMS: &[&str] = &[
-    "aud",
-    "iss",
-    "tid",
-    "appid",
-    "azp",
-    "app_displayname",
-    "upn",
-    "unique_name",
-    "email",
-    "sub",
-    "oid",
-    "roles",
-    "scp",
-    "scope",
-    "exp",
-];
-
-pub(crate) fn mail_claims(token: &str) -> Option<Map<String, Value>> {
-    let all = decode_claims_unverified(token)?;
-    Some(
-        all.into_iter()
-            .filter(|(k, _)| MAIL_CLAIMS.contains(&k.as_str()))
-            .collect(),
-    )
-}
-
 /// Fetches one token.
 pub(crate) async fn fetch(s: &Settings, oauth: &OAuth2) -> Result<TokenResponse, Failure> {
     let tls = setup::tls_options(s)?;
     Ok(postern_tokio::fetch_token(&Tokio, &tls, oauth).await?)
-}
-
-/// Checks the claims of a Microsoft token against what Exchange needs.
-/// Returns problems as (diagnosis id, fix).
-pub(crate) fn preflight(
-    claims: &Map<String, Value>,
-    app_only: bool,
-) -> Vec<(&'static str, String)> {
-    let mut problems = Vec::new();
-    let text = |k: &str| claims.get(k).map(|v| v.to_string()).unwrap_or_default();
-    let aud = text("aud");
-    if !aud.contains("outlook.office") && !aud.contains("00000002-0000-0ff1-ce00-000000000000") {
-        problems.push((
-            "ms.token.wrong_audience",
-            format!(
-                "the token is for {aud}, not Exchange Online: use scope https://outlook.office365.com/.default (app-only) or https://outlook.office.com/SMTP.Send (delegated)"
-            ),
-        ));
-    }
-    if app_only {
-        let roles = text("roles");
-        if !roles.contains("SMTP.SendAsApp") {
-            problems.push((
-                "ms.app.missing_permission",
-                "the token has no SMTP.SendAsApp role: add the Office 365 Exchange Online application permission SMTP.SendAsApp and grant admin consent".to_owned(),
-            ));
-        }
-    } else if !text("scp").contains("SMTP.Send") {
-        problems.push((
-            "ms.delegated.missing_scope",
-            "the token has no SMTP.Send scope: add the delegated permission SMTP.Send and sign in again".to_owned(),
-        ));
-    }
-    problems
 }
 
 /// Runs `postern token`.

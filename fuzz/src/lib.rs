@@ -23,7 +23,7 @@ use postern_smtp::reply::parse_one;
 use postern_smtp::sasl::decode_challenge;
 use postern_smtp::{
     BodyConfig, BodyEncoder, BodyError, BodyStats, Capabilities, Client, ClientConfig, Credentials,
-    Envelope, LongLines, Mailbox, Mechanism, NulBytes, ReplyLimits, ReplyParser, TlsPolicy,
+    Envelope, LongLines, Mailbox, Mechanism, NulBytes, ReplyLimits, ReplyParser, Security,
 };
 
 /// Chunk sizes for splitting an input, derived from its first byte.
@@ -300,10 +300,10 @@ pub fn client(input: ClientInput) {
     let mut now = start;
     let config = ClientConfig {
         tls: match input.tls % 4 {
-            0 => TlsPolicy::Implicit,
-            1 => TlsPolicy::StartTlsRequired,
-            2 => TlsPolicy::StartTlsOpportunistic,
-            _ => TlsPolicy::None,
+            0 => Security::ImplicitTls,
+            1 => Security::StartTls,
+            2 => Security::StartTlsOpportunistic,
+            _ => Security::Plaintext,
         },
         use_chunking: input.chunking,
         dangerous_allow_credentials_without_tls: input.allow_plain,

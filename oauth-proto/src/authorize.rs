@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::form;
-use crate::secret::Secret;
+use postern_common::Secret;
 
 /// An authorization request.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,8 +23,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::response::{OAuthError, TokenResponse};
-use crate::secret::Secret;
+use crate::response::{OAuthError, ProtocolError, TokenResponse};
+use postern_common::Diagnosis;
+use postern_common::Secret;
 
 /// Settings of a [`TokenCache`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +107,11 @@ pub enum FetchError {
         /// The server's delay.
         after: Option<Duration>,
     },
-    /// The connection failed, or the response was malformed.
+    /// The connection failed.
     Transport(String),
+    /// The response was neither a token nor an OAuth error (an HTML page,
+    /// a 404): usually a wrong token URL.
+    Protocol(ProtocolError),
     /// The fetch was not reported within [`CacheConfig::fetch_timeout`].
     TimedOut,
 }
@@ -124,12 +128,46 @@ impl std::fmt::Display for FetchError {
                 Ok(())
             }
             FetchError::Transport(e) => write!(f, "token request failed: {e}"),
+            FetchError::Protocol(e) => write!(f, "token request failed: {e}"),
             FetchError::TimedOut => f.write_str("token request timed out"),
         }
     }
 }
 
 impl std::error::Error for FetchError {}
+
+impl FetchError {
+    /// `true` when the same request may succeed later unchanged: the
+    /// endpoint was busy or unreachable, or said so (`temporarily_unavailable`).
+    /// A wrong secret, a dead refresh token or a wrong URL is not.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FetchError::OAuth(e) => e.retryable(),
+            FetchError::Protocol(p) => p.diagnosis.is_none() && p.status >= 500,
+            FetchError::Retry { .. } | FetchError::Transport(_) | FetchError::TimedOut => true,
+        }
+    }
+
+    /// The admin diagnosis, when the failure is a known one.
+    #[must_use]
+    pub fn diagnosis(&self) -> Option<Diagnosis> {
+        match self {
+            FetchError::OAuth(e) => e.diagnosis(),
+            FetchError::Protocol(p) => p.diagnosis.clone(),
+            _ => None,
+        }
+    }
+
+    /// Where the provider explains the error (see [`OAuthError::link`]).
+    #[must_use]
+    pub fn link(&self) -> Option<String> {
+        match self {
+            FetchError::OAuth(e) => e.link(),
+            _ => None,
+        }
+    }
+}
 
 /// Something the owner of the cache must act on.
 #[derive(Clone, Debug, PartialEq, Eq)]

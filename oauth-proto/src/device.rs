@@ -56,7 +56,7 @@ impl DevicePoll {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
+    use postern_common::Secret;
 
     #[test]
     fn interval_rules() {

@@ -1,27 +1,15 @@
 //! Diagnoses for admins: each known token-endpoint failure mapped to a stable
-//! id, the setup step that is wrong, and a one-line fix. Ids are stable: tools
+//! id, the setup step that is wrong, and a one-line fix (the link is added by
+//! [`crate::OAuthError::diagnosis`]). Ids are stable: tools
 //! consume them (the same ids as the project's test vectors).
 
 use crate::response::OAuthError;
 
-/// A diagnosis of a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Diagnosis {
-    /// The stable id, e.g. `ms.secret.wrong`.
-    pub id: &'static str,
-    /// The setup step that is wrong.
-    pub step: &'static str,
-    /// What to do.
-    pub fix: &'static str,
-}
+pub use postern_common::Diagnosis;
 
 macro_rules! d {
     ($id:expr, $step:expr, $fix:expr) => {
-        Diagnosis {
-            id: $id,
-            step: $step,
-            fix: $fix,
-        }
+        Diagnosis::new($id, $step, $fix)
     };
 }
 
@@ -190,7 +178,7 @@ pub const TOKEN_URL_WRONG: Diagnosis = d!(
 pub fn diagnose(e: &OAuthError) -> Option<Diagnosis> {
     for code in &e.error_codes {
         if let Some((_, d)) = MICROSOFT.iter().find(|(c, _)| c == code) {
-            return Some(*d);
+            return Some(d.clone());
         }
     }
     let desc = e
@@ -220,7 +208,7 @@ pub fn diagnose(e: &OAuthError) -> Option<Diagnosis> {
 pub fn by_id(id: &str) -> Option<Diagnosis> {
     MICROSOFT
         .iter()
-        .map(|(_, d)| *d)
+        .map(|(_, d)| d.clone())
         .chain([
             GOOGLE_RT_REVOKED,
             GOOGLE_DWD,

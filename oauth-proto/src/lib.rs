@@ -48,7 +48,8 @@
 //!   refresh token, device code, JWT bearer) and client authentication
 //!   (`client_secret_post`, `client_secret_basic`, `private_key_jwt`, none).
 //! - [`http`]: the response parser; [`response`]: classification.
-//! - [`diagnose`]: stable diagnosis ids and fixes.
+//! - [`diagnose`]: stable diagnosis ids and fixes; [`preflight`]: what the
+//!   claims of a Microsoft access token say before the SMTP server does.
 //! - [`cache`]: the token cache; [`device`]: device-flow polling.
 //! - [`authorize`], [`pkce`]: the browser half of the code flow.
 //! - [`jwt`]: assertions (signed by a caller's [`jwt::Signer`]) and the
@@ -65,23 +66,23 @@ pub mod form;
 pub mod http;
 pub mod jwt;
 pub mod pkce;
+pub mod preflight;
 pub mod provider;
 pub mod request;
 pub mod response;
-mod secret;
 pub mod url;
 
 pub use authorize::{AuthorizationRequest, RedirectError, parse_redirect};
 pub use cache::{AccessToken, CacheConfig, CacheEvent, Fetch, FetchError, Lookup, TokenCache};
 pub use device::DevicePoll;
-pub use diagnose::Diagnosis;
 pub use http::{HttpError, HttpLimits, HttpResponse, ResponseParser};
 pub use pkce::Pkce;
+pub use postern_common::{Diagnosis, Secret, Stage};
+pub use preflight::{GrantKind, preflight};
 pub use provider::{Endpoints, MicrosoftCloud, Provider};
 pub use request::{ClientAuth, Grant, HttpRequest, TokenRequest};
 pub use response::{
     DeviceAuthorization, OAuthError, Outcome, ProtocolError, TokenResponse, classify,
     classify_device_authorization,
 };
-pub use secret::Secret;
 pub use url::{Endpoint, UrlError};

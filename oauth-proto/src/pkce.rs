@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::secret::Secret;
+use postern_common::Secret;
 
 /// A PKCE verifier and its S256 challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]

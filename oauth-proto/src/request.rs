@@ -11,8 +11,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::form;
-use crate::secret::Secret;
 use crate::url::Endpoint;
+use postern_common::Secret;
 
 /// The `User-Agent` sent unless the caller sets another.
 pub const USER_AGENT: &str = concat!("postern/", env!("CARGO_PKG_VERSION"));

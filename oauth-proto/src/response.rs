@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::diagnose::{self, Diagnosis};
 use crate::form;
 use crate::http::HttpResponse;
-use crate::secret::Secret;
+use postern_common::Secret;
 
 /// Longest delay honoured from `Retry-After`: one hour.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -93,10 +93,27 @@ impl OAuthError {
         )
     }
 
-    /// The admin diagnosis, when the error is a known one.
+    /// The admin diagnosis, when the error is a known one, with
+    /// [`OAuthError::link`] filled in.
     #[must_use]
     pub fn diagnosis(&self) -> Option<Diagnosis> {
-        diagnose::diagnose(self)
+        let d = diagnose::diagnose(self)?;
+        Some(match self.link() {
+            Some(link) => d.with_link(link),
+            None => d,
+        })
+    }
+
+    /// Where the provider explains this error: the `error_uri` it sent, or
+    /// else Microsoft's error page for the first AADSTS code.
+    #[must_use]
+    pub fn link(&self) -> Option<String> {
+        if let Some(uri) = self.error_uri.as_deref().filter(|u| !u.trim().is_empty()) {
+            return Some(uri.trim().to_owned());
+        }
+        self.error_codes
+            .first()
+            .map(|code| format!("https://login.microsoftonline.com/error?code={code}"))
     }
 }
 

@@ -82,7 +82,10 @@ fn no_public_type_prints_a_secret() {
     assert_clean("ProtocolError", format!("{outcome:?}"));
     if let postern_oauth::Outcome::ProtocolError(e) = &outcome {
         assert_clean("ProtocolError Display", e.to_string());
-        assert_eq!(e.diagnosis.map(|d| d.id), Some("config.token_url_wrong"));
+        assert_eq!(
+            e.diagnosis.as_ref().map(|d| d.id),
+            Some("config.token_url_wrong")
+        );
     } else {
         panic!("{outcome:?}");
     }

@@ -8,39 +8,20 @@ use std::time::Instant;
 use crate::address::ClientName;
 use crate::body::{BodyConfig, BodyEncoder, BodyStats, LongLines, NulBytes};
 use crate::command::{self, BodyType, Envelope, MailParams};
+use crate::diagnose::classify_auth;
 use crate::ehlo::Capabilities;
 use crate::error::{CommandError, Error};
-use crate::event::{
-    AuthFailure, Event, RecipientResult, TransactionId, TransactionReport, classify_auth_failure,
-};
+use crate::event::{AuthFailure, Event, RecipientResult, TransactionId, TransactionReport};
 use crate::reply::{Reply, ReplyLimits, ReplyParser};
 use crate::sasl::{self, Credentials, Mechanism, Responses, SecretBytes, ServerIdentity};
+use crate::security::Security;
 use crate::timer::{Phase, Timeouts, Timer};
-
-/// How the connection is protected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TlsPolicy {
-    /// TLS from the first byte (port 465, preferred by RFC 8314). The driver does
-    /// the handshake before creating the client.
-    Implicit,
-    /// Plain connection upgraded with STARTTLS; fail if the server does not offer
-    /// or refuses it (port 587). The default.
-    #[default]
-    StartTlsRequired,
-    /// STARTTLS when offered, otherwise continue in plaintext. Credentials are
-    /// still never sent in plaintext unless
-    /// [`ClientConfig::dangerous_allow_credentials_without_tls`] is set.
-    StartTlsOpportunistic,
-    /// No TLS at all (loopback tests, relays on a trusted network).
-    None,
-}
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// TLS policy; default [`TlsPolicy::StartTlsRequired`].
-    pub tls: TlsPolicy,
+    /// TLS policy; default [`Security::StartTls`].
+    pub tls: Security,
     /// The name sent in EHLO/HELO; default `[127.0.0.1]`.
     pub ehlo_name: ClientName,
     /// Host and port of the server, put in OAUTHBEARER messages.
@@ -70,7 +51,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            tls: TlsPolicy::default(),
+            tls: Security::default(),
             ehlo_name: ClientName::default(),
             server: ServerIdentity::default(),
             timeouts: Timeouts::default(),
@@ -231,14 +212,14 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// A client for a connection that has just been opened (and, with
-    /// [`TlsPolicy::Implicit`], whose TLS handshake is done). It waits for the
+    /// [`Security::ImplicitTls`], whose TLS handshake is done). It waits for the
     /// greeting; its first deadline is `now + timeouts.greeting`.
     #[must_use]
     pub fn new(config: ClientConfig, now: Instant) -> Self {
         let mut timer = Timer::default();
         timer.arm(now, Phase::Greeting, &config.timeouts);
         Client {
-            tls: config.tls == TlsPolicy::Implicit,
+            tls: config.tls == Security::ImplicitTls,
             parser: ReplyParser::new(config.reply_limits),
             config,
             state: State::Greeting,
@@ -852,7 +833,7 @@ impl Client {
                     self.timer
                         .arm(now, Phase::TlsHandshake, &self.config.timeouts);
                     self.events.push_back(Event::StartTls);
-                } else if self.config.tls == TlsPolicy::StartTlsOpportunistic {
+                } else if self.config.tls == Security::StartTlsOpportunistic {
                     self.ready();
                     self.events.push_back(Event::Ready { tls: false });
                 } else {
@@ -888,17 +869,13 @@ impl Client {
     fn after_ehlo(&mut self, now: Instant, caps: Capabilities) -> Result<(), Error> {
         let starttls = caps.starttls;
         self.caps = Some(caps);
-        let wants_tls = matches!(
-            self.config.tls,
-            TlsPolicy::StartTlsRequired | TlsPolicy::StartTlsOpportunistic
-        );
-        if !self.tls && wants_tls && starttls {
+        if !self.tls && self.config.tls.wants_starttls() && starttls {
             self.out.extend_from_slice(b"STARTTLS\r\n");
             self.state = State::StartTls;
             self.timer.arm(now, Phase::StartTls, &self.config.timeouts);
             return Ok(());
         }
-        if !self.tls && self.config.tls == TlsPolicy::StartTlsRequired {
+        if !self.tls && self.config.tls == Security::StartTls {
             return self.fail(Error::StartTlsUnavailable);
         }
         self.ready();
@@ -974,8 +951,7 @@ impl Client {
                 reply,
             });
         } else {
-            let kind =
-                classify_auth_failure(auth.mechanism, &reply, auth.step == AuthStep::Cancelled);
+            let kind = classify_auth(auth.mechanism, &reply, auth.step == AuthStep::Cancelled);
             self.events.push_back(Event::AuthFailed(AuthFailure {
                 mechanism: auth.mechanism,
                 reply,

@@ -15,6 +15,7 @@ use crate::body::BodyError;
 use crate::reply::{Reply, ReplyError};
 use crate::sasl::{Mechanism, SaslError};
 use crate::timer::Phase;
+use postern_common::Stage;
 
 /// A fatal, sticky failure of the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +109,68 @@ impl fmt::Display for Error {
                 write!(f, "unexpected reply during {phase}: {reply}")
             }
             Error::Body(e) => write!(f, "message body refused: {e}"),
+        }
+    }
+}
+
+impl Error {
+    /// What the client was waiting for when the connection failed, when it
+    /// was waiting for a reply.
+    #[must_use]
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Error::Reply { phase, .. }
+            | Error::Timeout { phase }
+            | Error::ConnectionClosed { phase }
+            | Error::Refused { phase, .. }
+            | Error::ServiceUnavailable { phase, .. }
+            | Error::UnexpectedReply { phase, .. } => Some(*phase),
+            Error::PlaintextAfterStartTls
+            | Error::StartTlsUnavailable
+            | Error::StartTlsRefused { .. } => Some(Phase::StartTls),
+            Error::Body(_) => Some(Phase::DataBlock),
+        }
+    }
+
+    /// `true` when the same send may succeed later unchanged: a timeout, a
+    /// dropped connection, a `421`, a temporary refusal of the session. A
+    /// server without the TLS the policy requires, or a body the client
+    /// refused (a line too long, 8-bit data declared 7-bit), never will.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::StartTlsUnavailable | Error::StartTlsRefused { .. } | Error::Body(_) => false,
+            Error::Refused { reply, .. } => !reply.is_permanent(),
+            _ => true,
+        }
+    }
+
+    /// `true` when the connection ended while the client waited for the
+    /// reply to MAIL, RCPT or DATA: no byte of the message had been sent, so
+    /// the server cannot have accepted it, and sending it again on a new
+    /// connection cannot duplicate it. This is how a pooled connection that
+    /// the server dropped while idle shows itself.
+    #[must_use]
+    pub fn ended_before_message(&self) -> bool {
+        match self {
+            Error::ConnectionClosed { phase } | Error::ServiceUnavailable { phase, .. } => {
+                matches!(phase, Phase::Mail | Phase::Rcpt | Phase::DataInit)
+            }
+            _ => false,
+        }
+    }
+
+    /// The stage of the chain that failed.
+    #[must_use]
+    pub fn stage(&self) -> Stage {
+        match self.phase() {
+            Some(Phase::StartTls | Phase::TlsHandshake) => Stage::StartTls,
+            Some(Phase::Greeting | Phase::Ehlo) => Stage::Greeting,
+            Some(Phase::Auth) => Stage::Auth,
+            Some(
+                Phase::Mail | Phase::Rcpt | Phase::DataInit | Phase::DataBlock | Phase::DataEnd,
+            ) => Stage::Transaction,
+            _ => Stage::Session,
         }
     }
 }
@@ -222,6 +285,46 @@ impl fmt::Display for CommandError {
 }
 
 impl std::error::Error for CommandError {}
+
+impl CommandError {
+    /// `true` when the same command may succeed later unchanged: only when
+    /// the connection failed transiently. A missing extension, a message
+    /// over SIZE or unusable credentials stay so.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CommandError::Failed(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// The stage of the chain the refused command belongs to.
+    #[must_use]
+    pub fn stage(&self) -> Stage {
+        match self {
+            CommandError::Failed(e) => e.stage(),
+            CommandError::AlreadyAuthenticated
+            | CommandError::CredentialsWithoutTls
+            | CommandError::AuthNotOffered
+            | CommandError::MechanismNotOffered { .. }
+            | CommandError::NoCommonMechanism { .. }
+            | CommandError::Sasl(_) => Stage::Auth,
+            CommandError::NoRecipients
+            | CommandError::ExtensionRequired { .. }
+            | CommandError::MessageTooLarge { .. }
+            | CommandError::Address(_) => Stage::Transaction,
+            CommandError::Closed | CommandError::NotReady { .. } => Stage::Session,
+        }
+    }
+
+    /// The fatal connection error this refusal reports, when it is one.
+    pub fn into_fatal(self) -> Result<Error, CommandError> {
+        match self {
+            CommandError::Failed(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+}
 
 impl From<SaslError> for CommandError {
     fn from(e: SaslError) -> Self {

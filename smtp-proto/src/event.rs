@@ -4,6 +4,7 @@ use std::fmt;
 
 use crate::address::Mailbox;
 use crate::body::BodyStats;
+use crate::diagnose::{Context, Diagnosis, diagnose};
 use crate::error::Error;
 use crate::reply::Reply;
 use crate::sasl::Mechanism;
@@ -114,6 +115,32 @@ impl TransactionReport {
             && self.recipients.iter().all(RecipientResult::accepted)
     }
 
+    /// What the client was doing when the decisive reply came: MAIL, the
+    /// message (DATA or its end), or RCPT.
+    #[must_use]
+    pub fn context(&self) -> Context {
+        if self.mail.as_ref().is_some_and(|r| !r.is_positive()) {
+            Context::Mail
+        } else if self.message.is_some() || self.data.is_some() {
+            Context::Data
+        } else {
+            Context::Rcpt
+        }
+    }
+
+    /// `true` when the refusal was temporary (the decisive reply is a `4xx`):
+    /// the same message may be accepted later.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        self.decisive_reply().is_some_and(Reply::is_transient)
+    }
+
+    /// The admin diagnosis of the decisive reply, when it is a known one.
+    #[must_use]
+    pub fn diagnosis(&self) -> Option<Diagnosis> {
+        diagnose(self.context(), self.decisive_reply()?)
+    }
+
     /// The reply that decided a failure: the first non-positive among MAIL, DATA
     /// and the message reply, or the last recipient refusal when all were refused.
     #[must_use]
@@ -174,6 +201,18 @@ impl AuthFailure {
         self.kind == AuthFailureKind::TokenRejected
     }
 
+    /// `true` when the same AUTH may succeed later unchanged (a `4xx`).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        self.kind == AuthFailureKind::Temporary
+    }
+
+    /// The admin diagnosis of the final reply, when it is a known one.
+    #[must_use]
+    pub fn diagnosis(&self) -> Option<Diagnosis> {
+        diagnose(Context::Auth(self.mechanism), &self.reply)
+    }
+
     /// The challenge as text (lossy UTF-8), when there was one.
     #[must_use]
     pub fn challenge_text(&self) -> Option<String> {
@@ -191,32 +230,5 @@ impl fmt::Debug for AuthFailure {
             .field("challenge", &self.challenge_text())
             .field("kind", &self.kind)
             .finish()
-    }
-}
-
-/// Classifies a failed AUTH from its final reply.
-pub(crate) fn classify_auth_failure(
-    mechanism: Mechanism,
-    reply: &Reply,
-    cancelled: bool,
-) -> AuthFailureKind {
-    if cancelled {
-        return AuthFailureKind::Cancelled;
-    }
-    if reply.is_transient() {
-        return AuthFailureKind::Temporary;
-    }
-    let enhanced = reply.enhanced().map(|e| (e.subject, e.detail));
-    let configuration = matches!(reply.code(), 504 | 523 | 530 | 538)
-        || matches!(
-            enhanced,
-            Some((7, 139)) | Some((7, 30)) | Some((7, 10)) | Some((7, 11))
-        );
-    if configuration {
-        AuthFailureKind::Configuration
-    } else if mechanism.uses_token() {
-        AuthFailureKind::TokenRejected
-    } else {
-        AuthFailureKind::CredentialsRejected
     }
 }

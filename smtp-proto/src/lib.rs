@@ -44,12 +44,12 @@
 //! use std::io::{Read, Write};
 //! use std::net::TcpStream;
 //! use std::time::Instant;
-//! use postern_smtp::{Client, ClientConfig, Envelope, Event, Mailbox, TlsPolicy};
+//! use postern_smtp::{Client, ClientConfig, Envelope, Event, Mailbox, Security};
 //!
 //! fn send(message: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
 //!     let mut stream = TcpStream::connect("127.0.0.1:2525")?;
 //!     stream.set_nodelay(true)?;
-//!     let config = ClientConfig { tls: TlsPolicy::None, ..ClientConfig::default() };
+//!     let config = ClientConfig { tls: Security::Plaintext, ..ClientConfig::default() };
 //!     let mut client = Client::new(config, Instant::now());
 //!     let envelope = Envelope::new(
 //!         Mailbox::parse("sender@example.com")?,
@@ -131,17 +131,20 @@ mod error;
 mod event;
 pub mod reply;
 pub mod sasl;
+mod security;
 pub mod timer;
 
 pub use address::{AddressError, ClientName, Domain, MailDomain, Mailbox, ReversePath};
 pub use body::{BodyConfig, BodyEncoder, BodyError, BodyStats, LongLines, NulBytes};
-pub use client::{Client, ClientConfig, TlsPolicy};
+pub use client::{Client, ClientConfig};
 pub use command::{BodyType, DsnReturn, Envelope, EsmtpParam, Notify, Recipient, XText};
 pub use ehlo::Capabilities;
 pub use error::{CommandError, Error};
 pub use event::{
     AuthFailure, AuthFailureKind, Event, RecipientResult, TransactionId, TransactionReport,
 };
+pub use postern_common::{Diagnosis, Stage};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyLimits, ReplyParser};
 pub use sasl::{Credentials, Mechanism, SaslError, Secret, ServerIdentity};
+pub use security::{Security, UnknownSecurity};
 pub use timer::{Phase, Timeouts};

@@ -8,49 +8,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-
-/// A secret string (password or token). `Debug` and `Display` print
-/// `[redacted]`; the value is reachable only through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    #[must_use]
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret value. Call it only to put the value on the wire.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Self {
-        Secret(s.to_owned())
-    }
-}
+pub use postern_common::Secret;
 
 /// Bytes that hold a secret (an encoded SASL response). `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq)]
@@ -376,7 +334,7 @@ pub fn initial_response(
     let mut out = Vec::new();
     encode_response(&r.first.0, &mut out);
     // Base64 is ASCII.
-    Ok(Secret(String::from_utf8_lossy(&out).into_owned()))
+    Ok(Secret::new(String::from_utf8_lossy(&out).into_owned()))
 }
 
 /// Base64 of a SASL response as sent on the wire; an empty response is `=`

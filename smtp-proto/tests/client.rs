@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use postern_smtp::{
     AuthFailureKind, BodyType, Client, ClientConfig, CommandError, Credentials, DsnReturn,
-    Envelope, Error, Event, LongLines, Mailbox, Mechanism, Notify, Phase, ReplyError,
-    ServerIdentity, TlsPolicy, XText,
+    Envelope, Error, Event, LongLines, Mailbox, Mechanism, Notify, Phase, ReplyError, Security,
+    ServerIdentity, XText,
 };
 use support::{Entry, Step::*, errors, events, last_event, run_all};
 
 fn plain() -> ClientConfig {
     ClientConfig {
-        tls: TlsPolicy::None,
+        tls: Security::Plaintext,
         ..ClientConfig::default()
     }
 }
@@ -525,7 +525,7 @@ fn starttls_required_but_refused_or_missing() {
 #[test]
 fn opportunistic_tls_never_sends_credentials_in_clear() {
     let config = ClientConfig {
-        tls: TlsPolicy::StartTlsOpportunistic,
+        tls: Security::StartTlsOpportunistic,
         ..ClientConfig::default()
     };
     let act = |c: &mut Client, now| {
@@ -550,7 +550,7 @@ fn opportunistic_tls_never_sends_credentials_in_clear() {
     assert_eq!(events(&log), vec![Event::Ready { tls: false }]);
     // Opting in by name sends them.
     let config = ClientConfig {
-        tls: TlsPolicy::None,
+        tls: Security::Plaintext,
         dangerous_allow_credentials_without_tls: true,
         ..ClientConfig::default()
     };
@@ -577,7 +577,7 @@ fn tls_session<'a>(caps: &'a [u8], rest: Vec<support::Step<'a>>) -> Vec<support:
 
 fn implicit() -> ClientConfig {
     ClientConfig {
-        tls: TlsPolicy::Implicit,
+        tls: Security::ImplicitTls,
         server: ServerIdentity {
             host: Some("smtp.example.com".into()),
             port: Some(465),

@@ -154,8 +154,8 @@ mod transcripts {
 
     use postern_smtp::diagnose::{Context, diagnose};
     use postern_smtp::{
-        AuthFailureKind, Client, ClientConfig, Credentials, Event, Mechanism, ServerIdentity,
-        TlsPolicy,
+        AuthFailureKind, Client, ClientConfig, Credentials, Event, Mechanism, Security,
+        ServerIdentity,
     };
     use serde_json::Value;
 
@@ -186,7 +186,7 @@ mod transcripts {
     fn drive(id: &str, mechanism: Mechanism, token: &str, cut: usize) -> (Vec<String>, Event) {
         let steps = transcript(id);
         let config = ClientConfig {
-            tls: TlsPolicy::Implicit,
+            tls: Security::ImplicitTls,
             server: ServerIdentity {
                 host: Some("server.example.com".into()),
                 port: Some(587),

@@ -11,10 +11,11 @@ use postern_smtp::{
     Client, ClientConfig, Credentials, Envelope, Event, Mechanism, TransactionReport,
 };
 
-use crate::auth::{Auth, TokenProvider};
 use crate::error::Error;
 use crate::io::Conn;
 use crate::message::{Fed, Feed, FeedError};
+use crate::oauth2::Auth;
+use crate::provider::TokenProvider;
 use crate::runtime::{Deadline, Runtime, until};
 use crate::tls::server_name;
 
@@ -91,7 +92,7 @@ impl<R: Runtime> Connection<R> {
                 port: target.port,
                 source,
             })?;
-        let stream = if target.client.tls == postern_smtp::TlsPolicy::Implicit {
+        let stream = if target.client.tls == postern_smtp::Security::ImplicitTls {
             let name = server_name(&target.host)?;
             let tls = until(
                 rt,
@@ -250,13 +251,7 @@ impl<R: Runtime> Connection<R> {
         loop {
             match self.next_event(None).await? {
                 Event::Reply(r) if r.is_positive() => return Ok(()),
-                Event::Reply(r) => {
-                    return Err(Error::Io(io::Error::other(format!(
-                        "NOOP refused: {} {}",
-                        r.code(),
-                        r.message()
-                    ))));
-                }
+                Event::Reply(r) => return Err(Error::Reply(Box::new(r))),
                 event => self.unexpected(event)?,
             }
         }

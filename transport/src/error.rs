@@ -4,8 +4,7 @@ use std::fmt;
 use std::io;
 
 use postern_oauth::FetchError;
-use postern_smtp::diagnose::{Context, Diagnosis, diagnose};
-use postern_smtp::{AuthFailure, CommandError, TransactionReport};
+use postern_smtp::{AuthFailure, CommandError, Diagnosis, Reply, Stage, TransactionReport};
 
 /// Why a send (or opening a connection) failed.
 ///
@@ -59,6 +58,9 @@ pub enum Error {
     /// The server refused the message for every recipient, or refused MAIL
     /// FROM or the message itself. The report holds every reply.
     Rejected(Box<TransactionReport>),
+    /// The server refused a command outside a transaction (a NOOP on an
+    /// idle connection); its reply.
+    Reply(Box<Reply>),
     /// Reading the message from its source failed; the connection was
     /// dropped because DATA cannot be cancelled.
     Message(io::Error),
@@ -67,45 +69,49 @@ pub enum Error {
 }
 
 impl Error {
-    /// The diagnosis for an SMTP refusal this error carries, when postern
-    /// recognises it (design §5): a stable id and a one-line fix.
+    /// The diagnosis for a failure postern recognises (design §5): a stable
+    /// id, the set-up step, a one-line fix and a link. The cores decide; this
+    /// only asks the one that holds the failure.
     #[must_use]
     pub fn diagnosis(&self) -> Option<Diagnosis> {
         match self {
-            Error::Auth(f) => diagnose(Context::Auth(f.mechanism), &f.reply),
-            Error::Rejected(report) => {
-                let context = if report.mail.as_ref().is_some_and(|r| !r.is_positive()) {
-                    Context::Mail
-                } else if report.message.is_some() || report.data.is_some() {
-                    Context::Data
-                } else {
-                    Context::Rcpt
-                };
-                diagnose(context, report.decisive_reply()?)
-            }
+            Error::Auth(f) => f.diagnosis(),
+            Error::Rejected(report) => report.diagnosis(),
+            Error::Token(e) => e.diagnosis(),
             _ => None,
         }
     }
 
     /// `true` when the same send may succeed later unchanged: a temporary
     /// (4xx) refusal, a timeout, a dropped connection, a token endpoint asking
-    /// to retry.
+    /// to retry. Each core judges its own failures.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Connect { .. } | Error::ConnectTimeout { .. } | Error::Io(_) => true,
-            Error::Smtp(e) => !matches!(
-                **e,
-                postern_smtp::Error::StartTlsUnavailable
-                    | postern_smtp::Error::StartTlsRefused { .. }
-            ),
-            Error::Auth(f) => f.reply.is_transient(),
-            Error::Token(e) => match &**e {
-                FetchError::OAuth(o) => o.retryable(),
-                _ => true,
-            },
-            Error::Rejected(r) => r.decisive_reply().is_some_and(|r| r.is_transient()),
-            _ => false,
+            Error::Smtp(e) => e.is_transient(),
+            Error::Command(e) => e.is_transient(),
+            Error::Auth(f) => f.is_transient(),
+            Error::Token(e) => e.is_transient(),
+            Error::Rejected(r) => r.is_transient(),
+            Error::Reply(r) => r.is_transient(),
+            Error::Config(_) | Error::Tls { .. } | Error::Message(_) | Error::Shutdown => false,
+        }
+    }
+
+    /// The stage of the chain that failed, for "which step is wrong".
+    #[must_use]
+    pub fn stage(&self) -> Stage {
+        match self {
+            Error::Config(_) => Stage::Config,
+            Error::Connect { .. } | Error::ConnectTimeout { .. } => Stage::Connect,
+            Error::Tls { .. } => Stage::Tls,
+            Error::Io(_) | Error::Reply(_) | Error::Shutdown => Stage::Session,
+            Error::Smtp(e) => e.stage(),
+            Error::Command(e) => e.stage(),
+            Error::Auth(_) => Stage::Auth,
+            Error::Token(_) => Stage::Token,
+            Error::Rejected(_) | Error::Message(_) => Stage::Transaction,
         }
     }
 }
@@ -144,10 +150,15 @@ impl fmt::Display for Error {
                 Some(r) => write!(f, "message refused: {} {}", r.code(), r.message()),
                 None => f.write_str("message refused"),
             },
+            Error::Reply(r) => write!(f, "the server refused: {} {}", r.code(), r.message()),
             Error::Message(e) => write!(f, "reading the message failed: {e}"),
             Error::Shutdown => f.write_str("the transport was shut down"),
         }?;
-        if let Some(d) = self.diagnosis() {
+        // A token error's own text already names its diagnosis.
+        if let Some(d) = self
+            .diagnosis()
+            .filter(|_| !matches!(self, Error::Token(_)))
+        {
             write!(f, " [{}: {}]", d.id, d.fix)?;
         }
         Ok(())
@@ -169,9 +180,9 @@ impl std::error::Error for Error {
 
 impl From<CommandError> for Error {
     fn from(e: CommandError) -> Self {
-        match e {
-            CommandError::Failed(e) => Error::Smtp(Box::new(e)),
-            other => Error::Command(Box::new(other)),
+        match e.into_fatal() {
+            Ok(fatal) => Error::Smtp(Box::new(fatal)),
+            Err(command) => Error::Command(Box::new(command)),
         }
     }
 }

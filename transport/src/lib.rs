@@ -19,35 +19,40 @@
 //! time and events.
 #![forbid(unsafe_code)]
 
-mod auth;
 mod connection;
 #[cfg(feature = "mail-builder")]
 mod email;
 mod error;
+mod http;
 mod io;
 mod message;
+mod oauth2;
+mod pool;
+mod provider;
 mod runtime;
 mod tls;
 mod transport;
 
-pub use auth::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant, fetch_token, http_exchange};
 pub use connection::READ_BUFFER;
 #[cfg(feature = "mail-builder")]
 pub use email::Email;
 pub use error::Error;
+pub use http::{fetch_token, http_exchange};
 pub use message::{Message, READ_CHUNK};
+pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
+pub use pool::PoolConfig;
 pub use runtime::{Runtime, Sleep, Stream};
 pub use tls::{TlsOptions, crypto_provider};
-pub use transport::{PoolConfig, Security, Transport, TransportBuilder, TransportStats};
+pub use transport::{Transport, TransportBuilder, TransportStats};
 
 /// The sans-IO OAuth2 crate.
 pub use postern_oauth as oauth;
-pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, Secret, TokenResponse};
+pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, TokenResponse};
 /// The sans-IO SMTP client crate.
 pub use postern_smtp as smtp;
 pub use postern_smtp::{
-    AuthFailure, AuthFailureKind, ClientConfig, ClientName, Envelope, Mailbox, Mechanism,
-    RecipientResult, Reply, Timeouts, TransactionReport,
+    AuthFailure, AuthFailureKind, ClientConfig, ClientName, Diagnosis, Envelope, Mailbox,
+    Mechanism, RecipientResult, Reply, Secret, Security, Stage, Timeouts, TransactionReport,
 };
 /// rustls, for callers that build their own configuration.
 pub use rustls;

@@ -1,90 +1,22 @@
 //! The transport: configuration, a connection pool, and `send`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_lock::Semaphore;
 use postern_oauth::Secret;
 use postern_smtp::{
-    ClientConfig, ClientName, Envelope, Mechanism, ServerIdentity, Timeouts, TlsPolicy,
+    ClientConfig, ClientName, Envelope, Mechanism, Security, ServerIdentity, Timeouts,
     TransactionReport,
 };
 use tracing::Instrument;
 
-use crate::auth::{Auth, OAuth2};
 use crate::connection::{Connection, Login, Target};
 use crate::error::Error;
 use crate::message::{Feed, Message};
+use crate::oauth2::{Auth, OAuth2};
+use crate::pool::{Pool, PoolConfig, resend_safe};
 use crate::runtime::Runtime;
 use crate::tls::TlsOptions;
-
-/// How the SMTP connection is protected.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Security {
-    /// TLS from the first byte; default port 465 (RFC 8314 prefers it).
-    ImplicitTls,
-    /// Plaintext, then STARTTLS, which must succeed; default port 587. The
-    /// default.
-    #[default]
-    StartTls,
-    /// STARTTLS when offered, else plaintext (credentials are still never
-    /// sent in clear); default port 587.
-    StartTlsOpportunistic,
-    /// No TLS; default port 25. Credentials need
-    /// [`TransportBuilder::dangerous_allow_credentials_without_tls`].
-    Plaintext,
-}
-
-impl Security {
-    /// The port used when none is set.
-    #[must_use]
-    pub fn default_port(self) -> u16 {
-        match self {
-            Security::ImplicitTls => 465,
-            Security::StartTls | Security::StartTlsOpportunistic => 587,
-            Security::Plaintext => 25,
-        }
-    }
-
-    fn policy(self) -> TlsPolicy {
-        match self {
-            Security::ImplicitTls => TlsPolicy::Implicit,
-            Security::StartTls => TlsPolicy::StartTlsRequired,
-            Security::StartTlsOpportunistic => TlsPolicy::StartTlsOpportunistic,
-            Security::Plaintext => TlsPolicy::None,
-        }
-    }
-}
-
-/// Connection pool limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolConfig {
-    /// Connections open at once (sends beyond wait); default 4.
-    pub max_connections: usize,
-    /// Messages per connection before it is closed with QUIT; default 100
-    /// (Exchange Online and Gmail cut sessions after a few hundred).
-    pub max_messages_per_connection: u32,
-    /// An idle connection older than this is closed instead of reused;
-    /// default 60 s (Postfix drops idle clients after 300 s, Exchange
-    /// sooner).
-    pub idle_timeout: Duration,
-    /// A connection idle longer than this is checked with NOOP before reuse;
-    /// a younger one is reused without a round trip. Default 5 s.
-    pub noop_after: Duration,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            max_connections: 4,
-            max_messages_per_connection: 100,
-            idle_timeout: Duration::from_secs(60),
-            noop_after: Duration::from_secs(5),
-        }
-    }
-}
 
 /// Builds a [`Transport`].
 #[derive(Debug)]
@@ -221,7 +153,7 @@ impl<R: Runtime> TransportBuilder<R> {
         crate::tls::server_name(&self.host)?;
         let port = self.port.unwrap_or(self.security.default_port());
         let mut client = self.client;
-        client.tls = self.security.policy();
+        client.tls = self.security;
         client.server = ServerIdentity {
             host: Some(self.host.clone()),
             port: Some(port),
@@ -231,7 +163,6 @@ impl<R: Runtime> TransportBuilder<R> {
             tracing::warn!(host = %self.host, "certificate verification is OFF");
         }
         let login = Login::new(&self.auth, &tls);
-        let max = self.pool.max_connections.max(1);
         Ok(Transport {
             shared: Arc::new(Shared {
                 target: Target {
@@ -243,12 +174,7 @@ impl<R: Runtime> TransportBuilder<R> {
                     mechanism: self.mechanism,
                 },
                 login,
-                pool: self.pool,
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(max),
-                shut: AtomicBool::new(false),
-                opened: AtomicU64::new(0),
-                reused: AtomicU64::new(0),
+                pool: Pool::new(self.pool),
                 rt: self.rt,
             }),
         })
@@ -285,12 +211,7 @@ struct Shared<R: Runtime> {
     rt: R,
     target: Target,
     login: Login,
-    pool: PoolConfig,
-    idle: Mutex<Vec<Connection<R>>>,
-    permits: Semaphore,
-    shut: AtomicBool,
-    opened: AtomicU64,
-    reused: AtomicU64,
+    pool: Pool<R>,
 }
 
 /// Counters of a transport.
@@ -342,19 +263,24 @@ impl<R: Runtime> Transport<R> {
         mut message: Message,
     ) -> Result<TransactionReport, Error> {
         let s = &self.shared;
-        if s.shut.load(Ordering::Acquire) {
+        if s.pool.is_shut() {
             return Err(Error::Shutdown);
         }
         if let Login::Fetched(p) = &s.login {
             p.warm(&s.rt);
         }
-        let _permit = s.permits.acquire().await;
-        let (mut conn, reused) = self.checkout().await?;
+        let _permit = s.pool.permit().await;
+        let (mut conn, reused) = match s.pool.checkout(&s.rt).await {
+            Some(conn) => (conn, true),
+            None => (self.open().await?, false),
+        };
         let mut feed = Feed::new(&mut message);
         let mut result = conn.send(envelope, &mut feed).await;
-        if reused && feed.restartable() && stale(&result, feed.consumed) {
-            // The server dropped the idle session before our first command
-            // got an answer: nothing was accepted, so send again on a new one.
+        if let Err(e) = &result
+            && reused
+            && feed.restartable()
+            && resend_safe(e, feed.consumed)
+        {
             tracing::debug!("pooled connection was dead; reconnecting");
             feed.restart();
             conn = self.open().await?;
@@ -368,9 +294,7 @@ impl<R: Runtime> Transport<R> {
             ),
             Err(error) => tracing::warn!(%error, "send failed"),
         }
-        if conn.is_ready() {
-            self.checkin(conn);
-        }
+        s.pool.checkin(&s.rt, conn);
         result
     }
 
@@ -378,94 +302,37 @@ impl<R: Runtime> Transport<R> {
     #[must_use]
     pub fn stats(&self) -> TransportStats {
         let s = &self.shared;
+        let (opened, reused, idle) = s.pool.counters();
         TransportStats {
-            connections_opened: s.opened.load(Ordering::Relaxed),
-            connections_reused: s.reused.load(Ordering::Relaxed),
+            connections_opened: opened,
+            connections_reused: reused,
             token_fetches: match &s.login {
                 Login::Fetched(p) => p.fetches(),
                 _ => 0,
             },
-            idle: lock(&s.idle).len(),
+            idle,
         }
     }
 
     /// Opens a connection and authenticates without sending anything: proves
     /// the settings work. The connection stays in the pool.
     pub async fn check(&self) -> Result<(), Error> {
-        let _permit = self.shared.permits.acquire().await;
+        let s = &self.shared;
+        let _permit = s.pool.permit().await;
         let conn = self.open().await?;
-        self.checkin(conn);
+        s.pool.checkin(&s.rt, conn);
         Ok(())
     }
 
     /// Refuses new sends and ends idle connections with QUIT. Sends in
     /// progress finish; their connections are closed afterwards.
     pub async fn shutdown(&self) {
-        self.shared.shut.store(true, Ordering::Release);
-        let idle: Vec<_> = std::mem::take(&mut *lock(&self.shared.idle));
-        for conn in idle {
-            conn.quit().await;
-        }
+        self.shared.pool.shutdown().await;
     }
 
     async fn open(&self) -> Result<Connection<R>, Error> {
         let s = &self.shared;
-        s.opened.fetch_add(1, Ordering::Relaxed);
+        s.pool.count_opened();
         Connection::open(&s.rt, &s.target, &s.login).await
     }
-
-    /// The most recently used live idle connection, or a new one.
-    async fn checkout(&self) -> Result<(Connection<R>, bool), Error> {
-        let s = &self.shared;
-        loop {
-            let Some(mut conn) = lock(&s.idle).pop() else {
-                return Ok((self.open().await?, false));
-            };
-            let idle_for = s.rt.now().saturating_duration_since(conn.idle_since);
-            if idle_for >= s.pool.idle_timeout {
-                s.rt.spawn(conn.quit());
-                continue;
-            }
-            if idle_for >= s.pool.noop_after
-                && let Err(e) = conn.noop().await
-            {
-                tracing::debug!(error = %e, "idle connection failed NOOP");
-                continue;
-            }
-            s.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok((conn, true));
-        }
-    }
-
-    fn checkin(&self, mut conn: Connection<R>) {
-        let s = &self.shared;
-        if s.shut.load(Ordering::Acquire) || conn.messages >= s.pool.max_messages_per_connection {
-            s.rt.spawn(conn.quit());
-            return;
-        }
-        conn.idle_since = s.rt.now();
-        lock(&s.idle).push(conn);
-    }
-}
-
-/// A failure that means the pooled connection was already dead, before any
-/// part of the message was sent (so nothing can have been accepted).
-fn stale(result: &Result<TransactionReport, Error>, consumed: u64) -> bool {
-    use postern_smtp::Error as E;
-    use postern_smtp::Phase;
-    let before_body = |phase: &Phase| matches!(phase, Phase::Mail | Phase::Rcpt | Phase::DataInit);
-    match result {
-        Err(Error::Io(_)) => consumed == 0,
-        Err(Error::Smtp(e)) => match &**e {
-            E::ConnectionClosed { phase } | E::ServiceUnavailable { phase, .. } => {
-                before_body(phase) && consumed == 0
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,6 +1,6 @@
-//! The redacting newtype for every secret the crate handles: client secrets,
-//! access, refresh and ID tokens, device codes, authorization codes, PKCE
-//! verifiers and signed assertions.
+//! The redacting newtype for every secret postern handles: passwords, client
+//! secrets, access, refresh and ID tokens, device codes, authorization codes,
+//! PKCE verifiers and signed assertions.
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,5 +59,18 @@ impl From<String> for Secret {
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
         Secret(Arc::from(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_printed() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        assert_eq!(s.expose(), "hunter2");
+        assert_eq!(s.len(), 7);
     }
 }

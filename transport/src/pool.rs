@@ -1,0 +1,152 @@
+//! The connection pool: how many connections may be open, which idle one is
+//! reused, when an idle one is checked with NOOP or closed, and when a used
+//! one goes back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_lock::{Semaphore, SemaphoreGuard};
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::runtime::Runtime;
+
+/// Connection pool limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Connections open at once (sends beyond wait); default 4.
+    pub max_connections: usize,
+    /// Messages per connection before it is closed with QUIT; default 100
+    /// (Exchange Online and Gmail cut sessions after a few hundred).
+    pub max_messages_per_connection: u32,
+    /// An idle connection older than this is closed instead of reused;
+    /// default 60 s (Postfix drops idle clients after 300 s, Exchange
+    /// sooner).
+    pub idle_timeout: Duration,
+    /// A connection idle longer than this is checked with NOOP before reuse;
+    /// a younger one is reused without a round trip. Default 5 s.
+    pub noop_after: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 4,
+            max_messages_per_connection: 100,
+            idle_timeout: Duration::from_secs(60),
+            noop_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The idle connections and the limits on open ones.
+pub(crate) struct Pool<R: Runtime> {
+    config: PoolConfig,
+    idle: Mutex<Vec<Connection<R>>>,
+    permits: Semaphore,
+    shut: AtomicBool,
+    opened: AtomicU64,
+    reused: AtomicU64,
+}
+
+impl<R: Runtime> Pool<R> {
+    pub(crate) fn new(config: PoolConfig) -> Self {
+        Pool {
+            permits: Semaphore::new(config.max_connections.max(1)),
+            config,
+            idle: Mutex::new(Vec::new()),
+            shut: AtomicBool::new(false),
+            opened: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until one more connection may be in use.
+    pub(crate) async fn permit(&self) -> SemaphoreGuard<'_> {
+        self.permits.acquire().await
+    }
+
+    /// `true` after [`Pool::shutdown`].
+    pub(crate) fn is_shut(&self) -> bool {
+        self.shut.load(Ordering::Acquire)
+    }
+
+    /// Counts a connection opened by the caller.
+    pub(crate) fn count_opened(&self) {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (opened, reused, idle now).
+    pub(crate) fn counters(&self) -> (u64, u64, usize) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.reused.load(Ordering::Relaxed),
+            lock(&self.idle).len(),
+        )
+    }
+
+    /// The most recently used live idle connection, if any: ones idle past
+    /// `idle_timeout` are closed with QUIT in the background, ones idle past
+    /// `noop_after` are checked with NOOP first.
+    pub(crate) async fn checkout(&self, rt: &R) -> Option<Connection<R>> {
+        loop {
+            let mut conn = lock(&self.idle).pop()?;
+            let idle_for = rt.now().saturating_duration_since(conn.idle_since);
+            if idle_for >= self.config.idle_timeout {
+                rt.spawn(conn.quit());
+                continue;
+            }
+            if idle_for >= self.config.noop_after
+                && let Err(e) = conn.noop().await
+            {
+                tracing::debug!(error = %e, "idle connection failed NOOP");
+                continue;
+            }
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            return Some(conn);
+        }
+    }
+
+    /// Takes a connection back after a send: kept idle when it is ready and
+    /// under its message limit, else ended with QUIT in the background. A
+    /// connection that is not ready (failed) is dropped, which closes it.
+    pub(crate) fn checkin(&self, rt: &R, mut conn: Connection<R>) {
+        if !conn.is_ready() {
+            return;
+        }
+        if self.is_shut() || conn.messages >= self.config.max_messages_per_connection {
+            rt.spawn(conn.quit());
+            return;
+        }
+        conn.idle_since = rt.now();
+        lock(&self.idle).push(conn);
+    }
+
+    /// Refuses new sends from now on and ends the idle connections with QUIT.
+    pub(crate) async fn shutdown(&self) {
+        self.shut.store(true, Ordering::Release);
+        let idle: Vec<_> = std::mem::take(&mut *lock(&self.idle));
+        for conn in idle {
+            conn.quit().await;
+        }
+    }
+}
+
+/// `true` when a send that failed on a reused connection may be sent again
+/// on a new one: the connection was already dead (the core says the session
+/// ended before any byte of the message went out, or the socket failed
+/// before any was taken from the message), so nothing can have been
+/// accepted and a resend cannot duplicate the message.
+pub(crate) fn resend_safe(error: &Error, message_bytes_taken: u64) -> bool {
+    message_bytes_taken == 0
+        && match error {
+            Error::Io(_) => true,
+            Error::Smtp(e) => e.ended_before_message(),
+            _ => false,
+        }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
