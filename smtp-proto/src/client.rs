@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Instant;
 
 use crate::address::ClientName;
-use crate::body::{BodyConfig, BodyEncoder, BodyStats, LongLines, NulBytes};
-use crate::command::{self, BodyType, Envelope, MailParams};
+use crate::body::{BodyEncoder, BodyStats, LongLines, NulBytes};
+use crate::command::{self, Envelope, Plan};
 use crate::diagnose::classify_auth;
 use crate::ehlo::Capabilities;
 use crate::error::{CommandError, Error};
@@ -216,9 +216,7 @@ impl Client {
     /// greeting; its first deadline is `now + timeouts.greeting`.
     #[must_use]
     pub fn new(config: ClientConfig, now: Instant) -> Self {
-        let mut timer = Timer::default();
-        timer.arm(now, Phase::Greeting, &config.timeouts);
-        Client {
+        let mut client = Client {
             tls: config.tls == Security::ImplicitTls,
             parser: ReplyParser::new(config.reply_limits),
             config,
@@ -227,13 +225,15 @@ impl Client {
             sent: 0,
             scratch: Vec::new(),
             events: VecDeque::new(),
-            timer,
+            timer: Timer::default(),
             caps: None,
             greeting: None,
             authenticated: None,
             error: None,
             next_txn: 0,
-        }
+        };
+        client.enter(now, State::Greeting);
+        client
     }
 
     // ---- outputs -------------------------------------------------------------
@@ -341,8 +341,7 @@ impl Client {
         self.tls = true;
         self.caps = None;
         command::write_ehlo(&mut self.out, &self.config.ehlo_name);
-        self.state = State::Ehlo { helo: false };
-        self.timer.arm(now, Phase::Ehlo, &self.config.timeouts);
+        self.enter(now, State::Ehlo { helo: false });
         Ok(())
     }
 
@@ -398,37 +397,21 @@ impl Client {
             }
         };
         let responses = sasl::responses(mechanism, credentials, &self.config.server)?;
-        let name = mechanism.name().as_bytes();
-        let step = if mechanism == Mechanism::Login {
-            self.out.extend_from_slice(b"AUTH LOGIN\r\n");
-            AuthStep::AwaitContinue
+        let step = if sasl::write_auth(&mut self.out, &mut self.scratch, mechanism, &responses) {
+            AuthStep::SentFirst
         } else {
-            self.scratch.clear();
-            sasl::encode_response(&responses.first.0, &mut self.scratch);
-            // "AUTH " + name + " " + response + CRLF within 512 octets.
-            if 5 + name.len() + 1 + self.scratch.len() + 2 <= 512 {
-                self.out.extend_from_slice(b"AUTH ");
-                self.out.extend_from_slice(name);
-                self.out.push(b' ');
-                self.out.extend_from_slice(&self.scratch);
-                self.out.extend_from_slice(b"\r\n");
-                AuthStep::SentFirst
-            } else {
-                self.out.extend_from_slice(b"AUTH ");
-                self.out.extend_from_slice(name);
-                self.out.extend_from_slice(b"\r\n");
-                AuthStep::AwaitContinue
-            }
+            AuthStep::AwaitContinue
         };
-        self.scratch.clear();
-        self.state = State::Auth(Box::new(AuthState {
-            mechanism,
-            step,
-            responses,
-            challenges: 0,
-            challenge: None,
-        }));
-        self.timer.arm(now, Phase::Auth, &self.config.timeouts);
+        self.enter(
+            now,
+            State::Auth(Box::new(AuthState {
+                mechanism,
+                step,
+                responses,
+                challenges: 0,
+                challenge: None,
+            })),
+        );
         Ok(mechanism)
     }
 
@@ -445,67 +428,21 @@ impl Client {
         envelope: &Envelope,
     ) -> Result<TransactionId, CommandError> {
         let caps = self.ready_caps()?;
-        if envelope.recipients.is_empty() {
-            return Err(CommandError::NoRecipients);
-        }
-        let require = |ok: bool, extension: &'static str, reason: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(CommandError::ExtensionRequired { extension, reason })
-            }
-        };
-        let smtputf8 = envelope.needs_smtputf8();
-        require(
-            !smtputf8 || caps.smtputf8,
-            "SMTPUTF8",
-            "non-ASCII addresses",
+        let plan = Plan::new(
+            envelope,
+            caps,
+            self.tls,
+            self.config.use_chunking,
+            self.config.long_lines,
+            self.config.nul,
         )?;
-        match envelope.body {
-            BodyType::EightBitMime => require(caps.eight_bit_mime, "8BITMIME", "an 8-bit body")?,
-            BodyType::BinaryMime => {
-                require(caps.binary_mime, "BINARYMIME", "a binary body")?;
-                require(caps.chunking, "CHUNKING", "a binary body")?;
-                require(
-                    caps.pipelining,
-                    "PIPELINING",
-                    "a binary body sent with BDAT",
-                )?;
-            }
-            _ => {}
-        }
-        require(
-            !envelope.uses_dsn() || caps.dsn,
-            "DSN",
-            "delivery status notification parameters",
-        )?;
-        if envelope.require_tls {
-            require(caps.requiretls, "REQUIRETLS", "REQUIRETLS")?;
-            require(self.tls, "TLS", "REQUIRETLS")?;
-        }
-        let size = match (caps.size, envelope.size, caps.max_size) {
-            (true, Some(size), Some(limit)) if size > limit => {
-                return Err(CommandError::MessageTooLarge { size, limit });
-            }
-            (true, size, _) => size,
-            (false, _, _) => None,
-        };
-        let pipelining = caps.pipelining;
-        let chunking = envelope.body == BodyType::BinaryMime
-            || (self.config.use_chunking && caps.chunking && caps.pipelining);
-        let binary = envelope.body == BodyType::BinaryMime;
-        let encoder = BodyEncoder::new(BodyConfig {
-            dot_stuffing: !chunking,
-            eight_bit: envelope.body != BodyType::SevenBit,
-            binary,
-            long_lines: self.config.long_lines,
-            nul: self.config.nul,
-        });
-        let params = MailParams {
-            size,
-            body: Some(envelope.body).filter(|b| *b != BodyType::SevenBit),
-            smtputf8,
-        };
+        let Plan {
+            pipelining,
+            chunking,
+            params,
+            body,
+        } = plan;
+        let encoder = BodyEncoder::new(body);
         let id = TransactionId(self.next_txn);
         self.next_txn += 1;
         command::write_mail(&mut self.out, envelope, params);
@@ -538,17 +475,19 @@ impl Client {
             message: None,
             body: BodyStats::default(),
         };
-        self.state = State::Txn(Box::new(Txn {
-            report,
-            envelope: envelope.clone(),
-            pipelining,
-            chunking,
-            expect,
-            next_rcpt,
-            stage: Stage::Envelope,
-            encoder,
-        }));
-        self.timer.arm(now, Phase::Mail, &self.config.timeouts);
+        self.enter(
+            now,
+            State::Txn(Box::new(Txn {
+                report,
+                envelope: envelope.clone(),
+                pipelining,
+                chunking,
+                expect,
+                next_rcpt,
+                stage: Stage::Envelope,
+                encoder,
+            })),
+        );
         Ok(id)
     }
 
@@ -592,7 +531,7 @@ impl Client {
         if let Err(e) = result {
             return Err(CommandError::Failed(self.fail_quiet(Error::Body(e))));
         }
-        self.timer.arm(now, Phase::DataBlock, &self.config.timeouts);
+        self.rearm(now);
         Ok(take)
     }
 
@@ -627,8 +566,7 @@ impl Client {
         }
         txn.expect.push_back(Expect::MessageEnd);
         txn.stage = Stage::Finishing;
-        let phase = txn.expect.front().map_or(Phase::DataEnd, |e| e.phase());
-        self.timer.arm(now, phase, &self.config.timeouts);
+        self.rearm(now);
         Ok(())
     }
 
@@ -636,8 +574,7 @@ impl Client {
     pub fn rset(&mut self, now: Instant) -> Result<(), CommandError> {
         self.ready_caps()?;
         self.out.extend_from_slice(b"RSET\r\n");
-        self.state = State::Rset { report: None };
-        self.timer.arm(now, Phase::Rset, &self.config.timeouts);
+        self.enter(now, State::Rset { report: None });
         Ok(())
     }
 
@@ -646,8 +583,7 @@ impl Client {
     pub fn noop(&mut self, now: Instant) -> Result<(), CommandError> {
         self.ready_caps()?;
         self.out.extend_from_slice(b"NOOP\r\n");
-        self.state = State::Noop;
-        self.timer.arm(now, Phase::Noop, &self.config.timeouts);
+        self.enter(now, State::Noop);
         Ok(())
     }
 
@@ -656,8 +592,7 @@ impl Client {
     pub fn quit(&mut self, now: Instant) -> Result<(), CommandError> {
         self.ready_caps()?;
         self.out.extend_from_slice(b"QUIT\r\n");
-        self.state = State::Quit;
-        self.timer.arm(now, Phase::Quit, &self.config.timeouts);
+        self.enter(now, State::Quit);
         Ok(())
     }
 
@@ -784,6 +719,22 @@ impl Client {
         self.timer.disarm();
     }
 
+    /// Moves to `state` and arms the timer for the reply that state waits
+    /// for: the one place where the timer follows the state.
+    fn enter(&mut self, now: Instant, state: State) {
+        self.state = state;
+        self.rearm(now);
+    }
+
+    /// Arms the timer again for the current state (after body data went out,
+    /// or a reply moved the transaction on).
+    fn rearm(&mut self, now: Instant) {
+        match self.phase() {
+            Phase::Idle => self.timer.disarm(),
+            phase => self.timer.arm(now, phase, &self.config.timeouts),
+        }
+    }
+
     fn on_reply(&mut self, now: Instant, reply: Reply) -> Result<(), Error> {
         let phase = self.phase();
         // 421: the server is shutting the connection down, whatever we asked.
@@ -802,8 +753,7 @@ impl Client {
                 }
                 self.greeting = Some(reply);
                 command::write_ehlo(&mut self.out, &self.config.ehlo_name);
-                self.state = State::Ehlo { helo: false };
-                self.timer.arm(now, Phase::Ehlo, &self.config.timeouts);
+                self.enter(now, State::Ehlo { helo: false });
             }
             State::Ehlo { helo } => {
                 if reply.is_positive() {
@@ -820,8 +770,7 @@ impl Client {
                 if !helo && reply.is_permanent() {
                     // RFC 5321 §3.2: fall back to HELO.
                     command::write_helo(&mut self.out, &self.config.ehlo_name);
-                    self.state = State::Ehlo { helo: true };
-                    self.timer.arm(now, Phase::Ehlo, &self.config.timeouts);
+                    self.enter(now, State::Ehlo { helo: true });
                 } else {
                     return self.fail(Error::Refused { phase, reply });
                 }
@@ -829,9 +778,7 @@ impl Client {
             State::StartTls => {
                 if reply.code() == 220 {
                     self.caps = None;
-                    self.state = State::TlsHandshake;
-                    self.timer
-                        .arm(now, Phase::TlsHandshake, &self.config.timeouts);
+                    self.enter(now, State::TlsHandshake);
                     self.events.push_back(Event::StartTls);
                 } else if self.config.tls == Security::StartTlsOpportunistic {
                     self.ready();
@@ -871,8 +818,7 @@ impl Client {
         self.caps = Some(caps);
         if !self.tls && self.config.tls.wants_starttls() && starttls {
             self.out.extend_from_slice(b"STARTTLS\r\n");
-            self.state = State::StartTls;
-            self.timer.arm(now, Phase::StartTls, &self.config.timeouts);
+            self.enter(now, State::StartTls);
             return Ok(());
         }
         if !self.tls && self.config.tls == Security::StartTls {
@@ -939,8 +885,7 @@ impl Client {
                     return self.fail(Error::UnexpectedReply { phase, reply });
                 }
             }
-            self.state = State::Auth(auth);
-            self.timer.arm(now, Phase::Auth, &self.config.timeouts);
+            self.enter(now, State::Auth(auth));
             return Ok(());
         }
         self.ready();
@@ -1001,8 +946,7 @@ impl Client {
                 if go && Self::envelope_accepted(&txn) {
                     txn.stage = Stage::Body;
                     let id = txn.report.id;
-                    self.state = State::Txn(txn);
-                    self.timer.arm(now, Phase::DataBlock, &self.config.timeouts);
+                    self.enter(now, State::Txn(txn));
                     self.events.push_back(Event::BodyWritable { id });
                     return Ok(());
                 }
@@ -1052,13 +996,7 @@ impl Client {
                 return Ok(());
             }
         }
-        let phase = match (txn.stage, txn.expect.front()) {
-            (Stage::Body, _) => Phase::DataBlock,
-            (_, Some(e)) => e.phase(),
-            (_, None) => Phase::DataBlock,
-        };
-        self.state = State::Txn(txn);
-        self.timer.arm(now, phase, &self.config.timeouts);
+        self.enter(now, State::Txn(txn));
         Ok(())
     }
 
@@ -1088,8 +1026,7 @@ impl Client {
         }
         txn.stage = Stage::Body;
         let id = txn.report.id;
-        self.state = State::Txn(txn);
-        self.timer.arm(now, Phase::DataBlock, &self.config.timeouts);
+        self.enter(now, State::Txn(txn));
         self.events.push_back(Event::BodyWritable { id });
     }
 
@@ -1100,9 +1037,11 @@ impl Client {
         let mut report = txn.report;
         report.body = txn.encoder.stats();
         self.out.extend_from_slice(b"RSET\r\n");
-        self.state = State::Rset {
-            report: Some(Box::new(report)),
-        };
-        self.timer.arm(now, Phase::Rset, &self.config.timeouts);
+        self.enter(
+            now,
+            State::Rset {
+                report: Some(Box::new(report)),
+            },
+        );
     }
 }

@@ -7,6 +7,9 @@
 use std::fmt;
 
 use crate::address::{AddressError, ClientName, Mailbox, ReversePath};
+use crate::body::{BodyConfig, LongLines, NulBytes};
+use crate::ehlo::Capabilities;
+use crate::error::CommandError;
 
 /// An ESMTP parameter of MAIL or RCPT (RFC 5321 §4.1.2 `esmtp-param`), for
 /// extensions this crate does not model itself.
@@ -260,6 +263,99 @@ pub fn write_ehlo(out: &mut Vec<u8>, name: &ClientName) {
 /// Appends `HELO name\r\n`.
 pub fn write_helo(out: &mut Vec<u8>, name: &ClientName) {
     out.extend_from_slice(format!("HELO {name}\r\n").as_bytes());
+}
+
+/// How one transaction goes on the wire, decided from the envelope and the
+/// server's capabilities before anything is sent: a missing extension is a
+/// [`CommandError`] here, never a refusal from the server later.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// MAIL, every RCPT and DATA go out as one group.
+    pub(crate) pipelining: bool,
+    /// The body goes in BDAT chunks instead of DATA.
+    pub(crate) chunking: bool,
+    /// The MAIL FROM parameters.
+    pub(crate) params: MailParams,
+    /// The body encoder's settings.
+    pub(crate) body: BodyConfig,
+}
+
+impl Plan {
+    /// The plan for `envelope` on a connection with `caps` (`tls`: whether
+    /// it is encrypted). `use_chunking`, `long_lines` and `nul` are the
+    /// client's settings.
+    pub(crate) fn new(
+        envelope: &Envelope,
+        caps: &Capabilities,
+        tls: bool,
+        use_chunking: bool,
+        long_lines: LongLines,
+        nul: NulBytes,
+    ) -> Result<Plan, CommandError> {
+        if envelope.recipients.is_empty() {
+            return Err(CommandError::NoRecipients);
+        }
+        let require = |ok: bool, extension: &'static str, reason: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(CommandError::ExtensionRequired { extension, reason })
+            }
+        };
+        let smtputf8 = envelope.needs_smtputf8();
+        require(
+            !smtputf8 || caps.smtputf8,
+            "SMTPUTF8",
+            "non-ASCII addresses",
+        )?;
+        let binary = envelope.body == BodyType::BinaryMime;
+        match envelope.body {
+            BodyType::EightBitMime => require(caps.eight_bit_mime, "8BITMIME", "an 8-bit body")?,
+            BodyType::BinaryMime => {
+                require(caps.binary_mime, "BINARYMIME", "a binary body")?;
+                require(caps.chunking, "CHUNKING", "a binary body")?;
+                require(
+                    caps.pipelining,
+                    "PIPELINING",
+                    "a binary body sent with BDAT",
+                )?;
+            }
+            _ => {}
+        }
+        require(
+            !envelope.uses_dsn() || caps.dsn,
+            "DSN",
+            "delivery status notification parameters",
+        )?;
+        if envelope.require_tls {
+            require(caps.requiretls, "REQUIRETLS", "REQUIRETLS")?;
+            require(tls, "TLS", "REQUIRETLS")?;
+        }
+        let size = match (caps.size, envelope.size, caps.max_size) {
+            (true, Some(size), Some(limit)) if size > limit => {
+                return Err(CommandError::MessageTooLarge { size, limit });
+            }
+            (true, size, _) => size,
+            (false, _, _) => None,
+        };
+        let chunking = binary || (use_chunking && caps.chunking && caps.pipelining);
+        Ok(Plan {
+            pipelining: caps.pipelining,
+            chunking,
+            params: MailParams {
+                size,
+                body: Some(envelope.body).filter(|b| *b != BodyType::SevenBit),
+                smtputf8,
+            },
+            body: BodyConfig {
+                dot_stuffing: !chunking,
+                eight_bit: envelope.body != BodyType::SevenBit,
+                binary,
+                long_lines,
+                nul,
+            },
+        })
+    }
 }
 
 /// The MAIL parameters decided by the client from envelope and capabilities.

@@ -339,6 +339,37 @@ pub fn initial_response(
 
 /// Base64 of a SASL response as sent on the wire; an empty response is `=`
 /// (RFC 4954 §4).
+/// Appends the AUTH command for `mechanism` to `out`. The initial response
+/// goes on the AUTH line when the line stays within the 512-octet command
+/// limit (RFC 4954 §4); otherwise (a JWT access token) it waits for the
+/// server's `334`, and so does LOGIN's. Returns `true` when the initial
+/// response was sent. `scratch` is a reusable buffer, left empty.
+pub(crate) fn write_auth(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    mechanism: Mechanism,
+    responses: &Responses,
+) -> bool {
+    let name = mechanism.name().as_bytes();
+    out.extend_from_slice(b"AUTH ");
+    out.extend_from_slice(name);
+    if mechanism == Mechanism::Login {
+        out.extend_from_slice(b"\r\n");
+        return false;
+    }
+    scratch.clear();
+    encode_response(&responses.first.0, scratch);
+    // "AUTH " + name + " " + response + CRLF within 512 octets.
+    let fits = 5 + name.len() + 1 + scratch.len() + 2 <= 512;
+    if fits {
+        out.push(b' ');
+        out.extend_from_slice(scratch);
+    }
+    out.extend_from_slice(b"\r\n");
+    scratch.clear();
+    fits
+}
+
 pub(crate) fn encode_response(raw: &[u8], out: &mut Vec<u8>) {
     if raw.is_empty() {
         out.push(b'=');

@@ -1,0 +1,225 @@
+//! The fast path of the encoder: clean text is checked 64 bytes at a time
+//! with word and vector compares, copied with one `memcpy` per clean stretch,
+//! and dot-led lines are stuffed from the same masks. Anything else is left
+//! to the byte path (`bytes.rs`).
+
+use wide::u8x16;
+
+use super::{BodyEncoder, MAX_LINE_LEN};
+
+const BLOCK: usize = 32;
+/// Stuffs the dot-led lines of the block at `i`: for each, cuts the verbatim
+/// run before the dot and writes the extra dot (the dot itself stays in the
+/// run). Bit k of `dots`: the byte at `i + k + 1` (for k = 63, the next
+/// block's first byte). Returns the count.
+/// Kept out of line so the clean-block loop stays tight.
+#[cold]
+#[inline(never)]
+fn stuff_block(input: &[u8], i: usize, dots: u64, out: &mut Vec<u8>, run: &mut usize) -> u64 {
+    let mut stuff = |at: usize| {
+        out.extend_from_slice(&input[*run..at]);
+        out.push(b'.');
+        *run = at;
+    };
+    let mut d = dots;
+    while d != 0 {
+        stuff(i + d.trailing_zeros() as usize + 1);
+        d &= d - 1;
+    }
+    u64::from(dots.count_ones())
+}
+
+/// The block of [`BodyEncoder::clean_blocks`].
+pub(super) const FAST_BLOCK: usize = 64;
+const LO: u64 = 0x0101_0101_0101_0101;
+pub(super) const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The word of a block that starts at `at`.
+#[inline(always)]
+fn word(block: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&block[at..at + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// High bits of `w` flag bytes below 14 (CR, LF, NUL and other controls); the
+/// lowest flag is exact, higher ones may be false (the borrow of the classic
+/// "has less" trick), which only the lowest is used for.
+#[inline(always)]
+fn low_bytes(w: u64) -> u64 {
+    w.wrapping_sub(LO * 14) & !w & HI
+}
+
+/// The longest line that both starts and ends inside a block, given the
+/// block's LF positions (each LF has its CR right before it).
+fn inner_longest(mut lf: u64) -> u64 {
+    let mut longest = 0;
+    let mut prev = lf.trailing_zeros();
+    lf &= lf - 1;
+    while lf != 0 {
+        let k = lf.trailing_zeros();
+        longest = longest.max(u64::from(k - prev - 2));
+        prev = k;
+        lf &= lf - 1;
+    }
+    longest
+}
+
+/// Finds the first byte at or after `i` that is below 14 or, with
+/// `reject_high`, 0x80 and above. Returns its index (or `input.len()`) and the
+/// OR of the bytes scanned (for the 8-bit count).
+///
+/// The block test is word-at-a-time arithmetic that the compiler turns into
+/// vector instructions; only a block with a hit is searched word by word.
+#[inline(always)]
+pub(super) fn find_hit(input: &[u8], mut i: usize, reject_high: bool) -> (usize, u64) {
+    let high_mask = if reject_high { HI } else { 0 };
+    let mut seen = 0u64;
+    while let Some(block) = input.get(i..i + BLOCK) {
+        let (mut low, mut or) = (0u64, 0u64);
+        for at in (0..BLOCK).step_by(8) {
+            let w = word(block, at);
+            low |= w.wrapping_sub(LO * 14) & !w;
+            or |= w;
+        }
+        seen |= or;
+        if (low | (or & high_mask)) & HI != 0 {
+            for at in (0..BLOCK).step_by(8) {
+                let w = word(block, at);
+                let hits = low_bytes(w) | (w & high_mask);
+                if hits != 0 {
+                    return (i + at + (hits.trailing_zeros() / 8) as usize, seen);
+                }
+            }
+        }
+        i += BLOCK;
+    }
+    for (k, &b) in input[i..].iter().enumerate() {
+        seen |= u64::from(b);
+        if b < 14 || (reject_high && b >= 0x80) {
+            return (i + k, seen);
+        }
+    }
+    (input.len(), seen)
+}
+
+impl BodyEncoder {
+    /// The block path: takes 64-byte blocks of clean text (every CR and LF in a
+    /// CRLF pair, no pair split by the block's end, no NUL, no refused 8-bit
+    /// byte, no line over the limit) as they are, updating only the counts;
+    /// the bytes stay in the verbatim run, which is cut only where a line
+    /// starts with a dot to be stuffed (found from the same masks). Returns
+    /// where it stopped: at the first block that is not clean, or when fewer
+    /// than 65 bytes are left (the byte after a block is needed to see a CR's
+    /// LF and a leading dot).
+    ///
+    /// Each block costs a fixed set of vector compares and no branch per line:
+    /// pairs are checked by comparing the block with itself shifted by one
+    /// byte; line lengths need only the first and last LF of the block, since a
+    /// line inside a block is shorter than 64 octets (the exact longest line is
+    /// tracked per line only while it is still below that).
+    #[inline]
+    pub(super) fn clean_blocks<const STUFFING: bool>(
+        &mut self,
+        input: &[u8],
+        mut i: usize,
+        reject_high: bool,
+        seen: &mut u64,
+        out: &mut Vec<u8>,
+        run: &mut usize,
+    ) -> usize {
+        let stuffing = STUFFING;
+        let cr_v = u8x16::splat(b'\r');
+        let lf_v = u8x16::splat(b'\n');
+        let dot_v = u8x16::splat(b'.');
+        let zero = u8x16::splat(0);
+        let mut seen_v = zero;
+        // A dot-led line starting at the first block is left to the byte
+        // path; later ones are found from the block before (bit 63 below).
+        if stuffing && self.at_line_start && input.get(i) == Some(&b'.') {
+            return i;
+        }
+        while let Some(block) = input.get(i..i + FAST_BLOCK + 1) {
+            let (Some(here), Some(next)) = (
+                block.first_chunk::<FAST_BLOCK>(),
+                block[1..].first_chunk::<FAST_BLOCK>(),
+            ) else {
+                break;
+            };
+            let (here, _) = here.as_chunks::<16>();
+            let (next, _) = next.as_chunks::<16>();
+            let part = |k: usize| {
+                let (h, n) = (u8x16::new(here[k]), u8x16::new(next[k]));
+                let is_lf = h.simd_eq(lf_v);
+                // A CR without LF after it, an LF after a non-CR (seen from the
+                // byte before it), a NUL.
+                let bad = (h.simd_eq(cr_v) ^ n.simd_eq(lf_v)) | h.simd_eq(zero);
+                // An LF with a dot after it: a line to stuff.
+                let dots = if STUFFING {
+                    is_lf & n.simd_eq(dot_v)
+                } else {
+                    zero
+                };
+                (u64::from(is_lf.to_bitmask()), bad, h, dots)
+            };
+            let (l0, b0, h0, d0) = part(0);
+            let (l1, b1, h1, d1) = part(1);
+            let (l2, b2, h2, d2) = part(2);
+            let (l3, b3, h3, d3) = part(3);
+            let lf = l0 | l1 << 16 | l2 << 32 | l3 << 48;
+            let bad = (b0 | b1) | (b2 | b3);
+            let or = (h0 | h1) | (h2 | h3);
+            // The block's first byte is checked against the state: an LF there
+            // lost its CR. 8-bit bytes are looked at per block only when they
+            // are refused.
+            let first = block[0];
+            let split = block[FAST_BLOCK - 1] == b'\r';
+            let refused_high = reject_high && or.to_bitmask() != 0;
+            // Dot-led lines are rare: one combined test for them and for a
+            // refusal, their positions only when there is one.
+            let dv = (d0 | d1) | (d2 | d3);
+            let mut dots = 0;
+            if ((bad | dv).to_bitmask() != 0) | (first == b'\n') | split | refused_high {
+                if (bad.to_bitmask() != 0) | (first == b'\n') | split | refused_high {
+                    break;
+                }
+                let m = |d: u8x16| u64::from(d.to_bitmask());
+                dots = m(d0) | m(d1) << 16 | m(d2) << 32 | m(d3) << 48;
+            }
+            let mut len = self.line_len;
+            let mut longest = self.stats.longest_line;
+            if lf != 0 {
+                // The line that ends at the first LF began before the block.
+                let first_end = u64::from(lf.trailing_zeros()) - 1;
+                let line = len + first_end;
+                let inner = lf & (lf - 1);
+                if line > MAX_LINE_LEN {
+                    break;
+                }
+                longest = longest.max(line);
+                if inner != 0 && longest < FAST_BLOCK as u64 {
+                    longest = longest.max(inner_longest(lf));
+                }
+                len = u64::from(lf.leading_zeros());
+            } else {
+                len += FAST_BLOCK as u64;
+                if len > MAX_LINE_LEN {
+                    break;
+                }
+            }
+            if dots != 0 {
+                self.stats.dots_stuffed += stuff_block(input, i, dots, out, run);
+            }
+            self.line_len = len;
+            self.stats.lines += u64::from(lf.count_ones());
+            self.stats.longest_line = longest;
+            self.at_line_start = (lf >> 63 != 0) & (dots >> 63 == 0);
+            seen_v |= or;
+            i += FAST_BLOCK;
+        }
+        if seen_v.to_bitmask() != 0 {
+            *seen |= HI;
+        }
+        i
+    }
+}
