@@ -33,7 +33,7 @@ async fn logs_hold_no_secrets() {
         .with_writer(move || writer.clone())
         .init();
     scenarios::starttls_password::<Tokio>().await;
-    scenarios::token_rejected_then_refreshed_once::<Tokio>().await;
+    scenarios::token_rejected_then_refreshed_once(postern_test_support::Virtual::new(Tokio)).await;
     scenarios::token_endpoint_error::<Tokio>().await;
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     // The scenarios ran and were logged.

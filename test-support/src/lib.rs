@@ -8,6 +8,8 @@
 //! - [`Pki`]: a throwaway CA with good, wrong-host and expired certificates;
 //! - [`SmtpSink`]: Postfix's real `smtp-sink`, when installed;
 //! - [`Generated`]: a message of any size produced on the fly;
+//! - [`Virtual`]: the transport's runtime on virtual time, over in-memory
+//!   pipes to these peers (TLS still real);
 //! - [`scenarios`]: the transport tests, written once and run by both
 //!   adapter crates on their runtime.
 //!
@@ -24,6 +26,7 @@ pub mod scenarios;
 mod sink;
 mod smtp;
 mod tokens;
+mod virtual_time;
 
 pub use generate::Generated;
 pub use oauth::{AADSTS7000215, TokenServer, TokenServerConfig};
@@ -31,8 +34,11 @@ pub use pki::{Pki, ServerCert};
 pub use sink::{SMTP_SINK, SmtpSink};
 pub use smtp::{AuthAttempt, Received, ServerTls, SmtpServer, SmtpServerConfig};
 pub use tokens::Tokens;
+pub use virtual_time::{Virtual, VirtualSleep, join};
 
-use std::sync::{Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// FNV-1a, 64 bits: a cheap digest to compare large messages without keeping
 /// them.
@@ -67,10 +73,33 @@ impl Fnv {
     }
 }
 
+/// A byte stream a loopback peer serves: a TCP connection, or the server
+/// half of an in-memory pipe (see [`crate::Virtual`]).
+pub(crate) trait Duplex:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Duplex for T {}
+
+/// A connection as a peer's session sees it.
+pub(crate) type Conn = Box<dyn Duplex>;
+
+/// Opens an in-memory connection to a peer.
+pub(crate) type Dialer = Arc<dyn Fn() -> tokio::io::DuplexStream + Send + Sync>;
+
+type Serve = Arc<dyn Fn(Conn) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Bytes an in-memory pipe buffers in each direction: 256 KiB.
+pub const PIPE_BUFFER: usize = 256 * 1024;
+
 /// A loopback listener served on its own thread and tokio runtime (so
-/// clients on any runtime can use it); stopped when dropped.
+/// clients on any runtime can use it); stopped when dropped. Connections
+/// come from the TCP listener or, in memory, from [`Background::attach`].
 pub(crate) struct Background {
     addr: std::net::SocketAddr,
+    serve: Serve,
+    handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -80,9 +109,10 @@ impl Background {
     /// connection.
     pub(crate) fn spawn<F, Fut>(name: &str, serve: F) -> std::io::Result<Background>
     where
-        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
+        F: Fn(Conn) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
+        let serve: Serve = Arc::new(move |conn| Box::pin(serve(conn)));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
@@ -91,6 +121,8 @@ impl Background {
             .worker_threads(2)
             .enable_all()
             .build()?;
+        let handle = rt.handle().clone();
+        let accept_serve = Arc::clone(&serve);
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
@@ -100,7 +132,8 @@ impl Background {
                     };
                     let accept = async {
                         while let Ok((tcp, _)) = listener.accept().await {
-                            tokio::spawn(serve(tcp));
+                            let _ = tcp.set_nodelay(true);
+                            tokio::spawn(accept_serve(Box::new(tcp)));
                         }
                     };
                     tokio::select! {
@@ -112,6 +145,8 @@ impl Background {
             })?;
         Ok(Background {
             addr,
+            serve,
+            handle,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -119,6 +154,23 @@ impl Background {
 
     pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// Serves one in-memory connection and returns the client's end of it.
+    pub(crate) fn attach(&self) -> tokio::io::DuplexStream {
+        (self.dialer())()
+    }
+
+    /// What [`Background::attach`] does, as a function that outlives this
+    /// borrow (for [`crate::Virtual`]'s table of peers).
+    pub(crate) fn dialer(&self) -> Dialer {
+        let handle = self.handle.clone();
+        let serve = Arc::clone(&self.serve);
+        Arc::new(move || {
+            let (client, server) = tokio::io::duplex(PIPE_BUFFER);
+            handle.spawn(serve(Box::new(server)));
+            client
+        })
     }
 }
 

@@ -104,6 +104,17 @@ impl TokenServer {
         Ok(TokenServer { server, state })
     }
 
+    /// A new connection over an in-memory pipe instead of TCP (what
+    /// [`crate::Virtual`] connects to); the returned end is the client's.
+    #[must_use]
+    pub fn connect_in_memory(&self) -> tokio::io::DuplexStream {
+        self.server.attach()
+    }
+
+    pub(crate) fn dialer(&self) -> crate::Dialer {
+        self.server.dialer()
+    }
+
     /// The token URL: `http://127.0.0.1:PORT/token`, or
     /// `https://localhost:PORT/token` when serving TLS.
     #[must_use]
@@ -112,6 +123,12 @@ impl TokenServer {
             Some(_) => format!("https://localhost:{}/token", self.server.addr().port()),
             None => format!("http://{}/token", self.server.addr()),
         }
+    }
+
+    /// The listening port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.server.addr().port()
     }
 
     /// Token requests received so far.

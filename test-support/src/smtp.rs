@@ -17,11 +17,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use tokio::io::{
     AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, ReadBuf,
 };
-use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 
 use crate::tokens::Tokens;
-use crate::{Background, Fnv, lock};
+use crate::{Background, Conn, Fnv, lock};
 
 /// The server's TLS mode.
 #[derive(Clone, Debug, Default)]
@@ -128,6 +127,9 @@ struct Record {
     messages: Mutex<Vec<Received>>,
     auths: Mutex<Vec<AuthAttempt>>,
     transcript: Mutex<Vec<String>>,
+    /// Wakes sessions waiting for a command, to close them as idle.
+    kick: tokio::sync::Notify,
+    idle_closed: AtomicU64,
 }
 
 /// A running server; stopped when dropped.
@@ -167,6 +169,30 @@ impl SmtpServer {
         self.server.addr().port()
     }
 
+    /// A new session over an in-memory pipe instead of TCP (what
+    /// [`crate::Virtual`] connects to); the returned end is the client's.
+    #[must_use]
+    pub fn connect_in_memory(&self) -> tokio::io::DuplexStream {
+        self.server.attach()
+    }
+
+    pub(crate) fn dialer(&self) -> crate::Dialer {
+        self.server.dialer()
+    }
+
+    /// Ends every session that is waiting for a command now with `421 4.4.2`,
+    /// as a server does to clients idle too long, and returns at once; see
+    /// [`SmtpServer::idle_closed`].
+    pub fn close_idle_sessions(&self) {
+        self.record.kick.notify_waiters();
+    }
+
+    /// Sessions ended by [`SmtpServer::close_idle_sessions`] or `idle_close`.
+    #[must_use]
+    pub fn idle_closed(&self) -> u64 {
+        self.record.idle_closed.load(Ordering::Relaxed)
+    }
+
     /// Connections accepted so far.
     #[must_use]
     pub fn connections(&self) -> u64 {
@@ -200,8 +226,8 @@ impl SmtpServer {
 }
 
 enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(Conn),
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>),
     /// Only while the plaintext stream is in the TLS acceptor.
     Upgrading,
 }
@@ -272,12 +298,7 @@ const MAX_LINE: usize = 64 * 1024;
 /// big slices.
 const READ_BUFFER: usize = 64 * 1024;
 
-async fn session(
-    tcp: TcpStream,
-    config: Arc<SmtpServerConfig>,
-    record: Arc<Record>,
-) -> io::Result<()> {
-    tcp.set_nodelay(true)?;
+async fn session(tcp: Conn, config: Arc<SmtpServerConfig>, record: Arc<Record>) -> io::Result<()> {
     let (io, tls) = match &config.tls {
         ServerTls::Implicit(c) => {
             let tls = tokio_rustls::TlsAcceptor::from(Arc::clone(c))
@@ -322,17 +343,25 @@ impl Session {
     /// The next line without CRLF; `None` at EOF.
     async fn read_line(&mut self) -> io::Result<Option<String>> {
         self.line.clear();
+        let record = Arc::clone(&self.record);
+        let idle_close = self.config.idle_close;
         let read = self.s.read_until(b'\n', &mut self.line);
-        let n = match self.config.idle_close {
-            Some(d) => match tokio::time::timeout(d, read).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    self.reply("421 4.4.2 localhost Error: timeout exceeded")
-                        .await?;
-                    return Ok(None);
-                }
-            },
-            None => read.await?,
+        let idle = async {
+            match idle_close {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let n = tokio::select! {
+            r = read => Some(r?),
+            () = record.kick.notified() => None,
+            () = idle => None,
+        };
+        let Some(n) = n else {
+            record.idle_closed.fetch_add(1, Ordering::Relaxed);
+            self.reply("421 4.4.2 localhost Error: timeout exceeded")
+                .await?;
+            return Ok(None);
         };
         if n == 0 {
             return Ok(None);
