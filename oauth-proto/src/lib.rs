@@ -48,7 +48,7 @@
 //!   refresh token, device code, JWT bearer) and client authentication
 //!   (`client_secret_post`, `client_secret_basic`, `private_key_jwt`, none).
 //! - [`http`]: the response parser; [`response`]: classification.
-//! - [`diagnose`]: stable diagnosis ids and fixes; [`preflight`]: what the
+//! - [`diagnose`]: stable diagnosis ids and fixes; [`mod@preflight`]: what the
 //!   claims of a Microsoft access token say before the SMTP server does.
 //! - [`cache`]: the token cache; [`device`]: device-flow polling.
 //! - [`authorize`], [`pkce`]: the browser half of the code flow.

@@ -234,7 +234,7 @@ impl<R: Runtime> Connection<R> {
         self.client.send_envelope(self.rt.now(), envelope)?;
         loop {
             match self.next_event(Some(feed)).await? {
-                Event::BodyWritable { .. } => feed.active = true,
+                Event::BodyWritable { .. } => feed.start(),
                 Event::Delivered(report) => {
                     self.messages += 1;
                     return Ok(report);

@@ -1,22 +1,50 @@
 //! postern-transport: the runtime-neutral half of postern's SMTP transports.
 //!
 //! Users depend on `postern-tokio` or `postern-async-std`, which re-export
-//! this crate's types with the runtime filled in. This crate holds what the
-//! two share, written once against the small [`Runtime`] trait:
+//! this crate's types with the runtime filled in. This crate is written once
+//! against the small [`Runtime`] trait (TCP connect with `TCP_NODELAY`, the
+//! TLS handshake, a resettable timer, spawn, the clock), so a test can supply
+//! a runtime on virtual time with in-memory connections.
 //!
-//! - the loop that drives the sans-IO [`postern_smtp::Client`] over a socket
-//!   (design §3.2): every byte read goes to the client, one reusable timer
-//!   follows [`postern_smtp::Client::poll_timeout`], STARTTLS upgrades the
-//!   same socket with nothing buffered in between;
-//! - the OAuth2 token provider: one [`postern_oauth::TokenCache`] per
-//!   transport, fetched over HTTPS with postern-oauth's HTTP/1.1 requests,
-//!   single flight across tasks, refreshed ahead of expiry in the background,
-//!   invalidated and fetched once more when the SMTP server rejects a token;
-//! - the connection pool, rustls configuration and the error type.
+//! # The contract
 //!
-//! No protocol decision lives here: the cores decide (which mechanism, what
-//! a reply means, whether a fresh token may help); this crate moves bytes,
-//! time and events.
+//! **What this crate decides: nothing about the protocols.** The sans-IO
+//! cores decide, as pure functions tested without sockets:
+//!
+//! | question | answered by |
+//! | --- | --- |
+//! | which SASL mechanism, what a reply means, when a phase times out | [`postern_smtp::Client`] |
+//! | whether a failure is temporary | [`postern_smtp::Error::is_transient`], [`TransactionReport::is_transient`], [`AuthFailure::is_transient`], [`postern_oauth::FetchError::is_transient`] |
+//! | whether a fresh token may cure a refused AUTH | [`AuthFailure::token_refresh_may_help`] (never for `5.7.139` and other configuration refusals) |
+//! | whether a message can be resent without a duplicate | [`postern_smtp::Error::ended_before_message`] |
+//! | which set-up step failed and what to do | [`Stage`], [`Diagnosis`], from [`postern_smtp::diagnose`] and [`postern_oauth::diagnose`] |
+//! | when to refresh a token, which caller fetches it | [`postern_oauth::TokenCache`] |
+//!
+//! **What it does:** moves bytes, time and events between the cores and the
+//! network, and keeps the state that spans connections:
+//!
+//! - `connection.rs`: the driver loop of design §3.2 for one SMTP
+//!   connection, and the one piece of glue between the two cores: when the
+//!   client reports a refused AUTH that a fresh token may cure, invalidate
+//!   the cached token of that generation, fetch once, authenticate once more;
+//! - `provider.rs`: one [`postern_oauth::TokenCache`] per transport, single
+//!   flight across tasks, refresh ahead of expiry in the background; `http.rs`:
+//!   its HTTP/1.1 exchanges over rustls; `oauth2.rs`: its settings and presets;
+//! - `pool.rs`: checkout and checkin, idle bookkeeping, NOOP before reuse;
+//! - `message.rs`: the message and the one feed that hands it to the client;
+//! - `transport.rs`: the builder and [`Transport::send`].
+//!
+//! A layering test (`tests/layering.rs`) fails when code outside the cores
+//! matches on SMTP errors, phases, reply codes, OAuth error codes or token
+//! claims.
+//!
+//! # The driver loop
+//!
+//! Every byte read goes to the client, with no read-ahead buffer of the
+//! transport's own, so STARTTLS upgrades the same socket and bytes injected
+//! before the handshake are caught by the core. One reusable timer follows
+//! [`postern_smtp::Client::poll_timeout`]. A round budget yields to the
+//! executor, so a 1 GiB body cannot starve other tasks.
 #![forbid(unsafe_code)]
 
 mod connection;

@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use futures_io::AsyncRead;
 use postern_smtp::{Client, CommandError};
 
+use crate::error::Error;
+
 /// An RFC 5322 message (headers, blank line, body) with any line ends; the
 /// transport converts them to CRLF and dot-stuffs.
 pub struct Message {
@@ -94,9 +96,9 @@ pub(crate) struct Feed<'m> {
     end: usize,
     eof: bool,
     /// Bytes taken from the source so far.
-    pub(crate) consumed: u64,
+    consumed: u64,
     /// Set by `BodyWritable`; cleared after `finish_body`.
-    pub(crate) active: bool,
+    active: bool,
 }
 
 /// What one call of [`Feed::poll_feed`] did.
@@ -130,19 +132,34 @@ impl<'m> Feed<'m> {
         }
     }
 
-    /// `true` when the message can be sent again from its start.
-    pub(crate) fn restartable(&self) -> bool {
-        matches!(self.message.source, Source::Bytes(_)) || self.consumed == 0
+    /// The client asked for the body ([`postern_smtp::Event::BodyWritable`]):
+    /// feed it from now on.
+    pub(crate) fn start(&mut self) {
+        self.active = true;
     }
 
-    /// Rewinds a restartable feed.
-    pub(crate) fn restart(&mut self) {
+    /// After a send failed with `error`: rewinds the feed and returns `true`
+    /// when the message may be sent again on a new connection without any
+    /// risk of a duplicate. That is when the SMTP core says the session
+    /// ended before any byte of the message went out (or the socket failed
+    /// before any byte was taken from the message), and the message can be
+    /// read again from its start.
+    pub(crate) fn rewind_for_resend(&mut self, error: &Error) -> bool {
+        let nothing_sent = self.consumed == 0
+            && match error {
+                Error::Io(_) => true,
+                Error::Smtp(e) => e.ended_before_message(),
+                _ => false,
+            };
+        if !nothing_sent {
+            return false;
+        }
         if let Source::Bytes(b) = &self.message.source {
             self.end = b.len();
         }
         self.start = 0;
-        self.consumed = 0;
         self.active = false;
+        true
     }
 
     /// Moves message bytes into the client until its buffer is full or the

@@ -272,7 +272,7 @@ impl OAuth2 {
     }
 
     /// Whether the tokens are the application's own or a user's delegated
-    /// consent: what [`postern_oauth::preflight`] checks them against.
+    /// consent: what [`postern_oauth::preflight()`] checks them against.
     #[must_use]
     pub fn grant_kind(&self) -> GrantKind {
         match self.grant {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_lock::{Semaphore, SemaphoreGuard};
 
 use crate::connection::Connection;
-use crate::error::Error;
 use crate::runtime::Runtime;
 
 /// Connection pool limits.
@@ -131,20 +130,6 @@ impl<R: Runtime> Pool<R> {
             conn.quit().await;
         }
     }
-}
-
-/// `true` when a send that failed on a reused connection may be sent again
-/// on a new one: the connection was already dead (the core says the session
-/// ended before any byte of the message went out, or the socket failed
-/// before any was taken from the message), so nothing can have been
-/// accepted and a resend cannot duplicate the message.
-pub(crate) fn resend_safe(error: &Error, message_bytes_taken: u64) -> bool {
-    message_bytes_taken == 0
-        && match error {
-            Error::Io(_) => true,
-            Error::Smtp(e) => e.ended_before_message(),
-            _ => false,
-        }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

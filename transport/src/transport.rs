@@ -14,7 +14,7 @@ use crate::connection::{Connection, Login, Target};
 use crate::error::Error;
 use crate::message::{Feed, Message};
 use crate::oauth2::{Auth, OAuth2};
-use crate::pool::{Pool, PoolConfig, resend_safe};
+use crate::pool::{Pool, PoolConfig};
 use crate::runtime::Runtime;
 use crate::tls::TlsOptions;
 
@@ -278,11 +278,9 @@ impl<R: Runtime> Transport<R> {
         let mut result = conn.send(envelope, &mut feed).await;
         if let Err(e) = &result
             && reused
-            && feed.restartable()
-            && resend_safe(e, feed.consumed)
+            && feed.rewind_for_resend(e)
         {
             tracing::debug!("pooled connection was dead; reconnecting");
-            feed.restart();
             conn = self.open().await?;
             result = conn.send(envelope, &mut feed).await;
         }

@@ -31,7 +31,7 @@ pub fn canonical(input: &[u8]) -> Vec<u8> {
 
 /// The byte-at-a-time reference encoder: the whole body in, the exact wire bytes
 /// out (terminator included with dot-stuffing). Slow and simple on purpose: the
-/// oracle that [`BodyEncoder`] is tested and fuzzed against.
+/// oracle that [`BodyEncoder`](super::BodyEncoder) is tested and fuzzed against.
 pub fn reference_encode(
     input: &[u8],
     config: BodyConfig,
