@@ -179,6 +179,18 @@ impl State {
     }
 }
 
+/// The transaction of `state` when it takes body data.
+fn body_txn(state: &mut State) -> Result<&mut Txn, CommandError> {
+    let name = state.name();
+    match state {
+        State::Txn(txn) if txn.stage == Stage::Body => Ok(txn),
+        State::Txn(_) => Err(CommandError::NotReady {
+            state: "the transaction is not accepting body data",
+        }),
+        _ => Err(CommandError::NotReady { state: name }),
+    }
+}
+
 /// The sans-IO SMTP client. See the crate documentation for the driver contract.
 pub struct Client {
     config: ClientConfig,
@@ -501,16 +513,7 @@ impl Client {
     pub fn write_body(&mut self, now: Instant, data: &[u8]) -> Result<usize, CommandError> {
         self.check_command()?;
         let pending = self.out.len() - self.sent;
-        let State::Txn(txn) = &mut self.state else {
-            return Err(CommandError::NotReady {
-                state: self.state.name(),
-            });
-        };
-        if txn.stage != Stage::Body {
-            return Err(CommandError::NotReady {
-                state: "the transaction is not accepting body data",
-            });
-        }
+        let txn = body_txn(&mut self.state)?;
         let room = self.config.max_pending_body.saturating_sub(pending) / 2;
         let take = data.len().min(room);
         if take == 0 {
@@ -539,16 +542,7 @@ impl Client {
     /// outcome arrives as [`Event::Delivered`] or [`Event::TransactionFailed`].
     pub fn finish_body(&mut self, now: Instant) -> Result<(), CommandError> {
         self.check_command()?;
-        let State::Txn(txn) = &mut self.state else {
-            return Err(CommandError::NotReady {
-                state: self.state.name(),
-            });
-        };
-        if txn.stage != Stage::Body {
-            return Err(CommandError::NotReady {
-                state: "the transaction is not accepting body data",
-            });
-        }
+        let txn = body_txn(&mut self.state)?;
         let result = if txn.chunking {
             self.scratch.clear();
             let r = txn.encoder.finish(&mut self.scratch);
