@@ -2,7 +2,7 @@
 //! responses from Microsoft, Google, RFCs and broken servers), and the request
 //! vectors: every grant and client authentication checked against them.
 
-#[path = "../examples/conformance.rs"]
+#[path = "../examples/oauth_conformance.rs"]
 mod conformance;
 
 use postern_oauth::request::basic_authorization;

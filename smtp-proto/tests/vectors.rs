@@ -2,7 +2,7 @@
 //! servers and RFCs): every expected code, enhanced code and line text, and
 //! every input a strict parser must reject.
 
-#[path = "../examples/conformance.rs"]
+#[path = "../examples/smtp_conformance.rs"]
 mod conformance;
 
 use serde_json::Value;

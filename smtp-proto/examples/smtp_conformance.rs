@@ -1,8 +1,8 @@
 //! Conformance runner for other implementations and test suites.
 //!
 //! ```text
-//! cargo run -q -p postern-smtp --example conformance -- replies < smtp-replies.json
-//! cargo run -q -p postern-smtp --example conformance -- body < message.eml
+//! cargo run -q -p postern-smtp --example smtp_conformance -- replies < smtp-replies.json
+//! cargo run -q -p postern-smtp --example smtp_conformance -- body < message.eml
 //! ```
 //!
 //! `replies` reads a JSON array of objects with `raw` (a string; bytes as

@@ -1,7 +1,7 @@
 //! Conformance runner for token endpoint responses.
 //!
 //! ```text
-//! cargo run -q -p postern-oauth --example conformance -- token-responses < FILE.json
+//! cargo run -q -p postern-oauth --example oauth_conformance -- token-responses < FILE.json
 //! ```
 //!
 //! Reads a JSON array of objects with `raw_http` (a string: the exact HTTP/1.1
