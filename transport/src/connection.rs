@@ -49,10 +49,10 @@ impl Login {
         match auth {
             Auth::None => Login::None,
             Auth::Password { user, password } => {
-                Login::Fixed(Credentials::password(user.clone(), password.expose()))
+                Login::Fixed(Credentials::password(user.clone(), password.clone()))
             }
             Auth::BearerToken { user, token } => {
-                Login::Fixed(Credentials::bearer(user.clone(), token.expose()))
+                Login::Fixed(Credentials::bearer(user.clone(), token.clone()))
             }
             Auth::OAuth2(o) => {
                 Login::Fetched(Arc::new(TokenProvider::new((**o).clone(), Arc::clone(tls))))
@@ -183,7 +183,7 @@ impl<R: Runtime> Connection<R> {
             Login::Fetched(p) => {
                 let issued = p.token(&self.rt).await?;
                 (
-                    Credentials::bearer(p.user().to_owned(), issued.token.expose()),
+                    Credentials::bearer(p.user().to_owned(), issued.token.clone()),
                     Some(issued.generation),
                 )
             }
@@ -216,7 +216,7 @@ impl<R: Runtime> Connection<R> {
                     retried = true;
                     p.invalidate(&self.rt, g);
                     let issued = p.token(&self.rt).await?;
-                    credentials = Credentials::bearer(p.user().to_owned(), issued.token.expose());
+                    credentials = Credentials::bearer(p.user().to_owned(), issued.token.clone());
                     generation = Some(issued.generation);
                     tracing::info!("retrying AUTH once with a fresh token");
                 }
