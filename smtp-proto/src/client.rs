@@ -11,7 +11,10 @@ use crate::command::{self, Envelope, Plan};
 use crate::diagnose::classify_auth;
 use crate::ehlo::Capabilities;
 use crate::error::{CommandError, Error};
-use crate::event::{AuthFailure, Event, RecipientResult, TransactionId, TransactionReport};
+use crate::event::{
+    AbandonReason, AuthFailure, Event, RecipientResult, SessionEnd, TransactionId,
+    TransactionReport,
+};
 use crate::reply::{Reply, ReplyLimits, ReplyParser};
 use crate::sasl::{self, Credentials, Mechanism, Responses, SecretBytes, ServerIdentity};
 use crate::security::Security;
@@ -632,6 +635,25 @@ impl Client {
     #[must_use]
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// How to end this connection now: QUIT when the session is usable,
+    /// abandon it (close, with TLS `close_notify`) when it failed or an
+    /// exchange is half done, or just close after QUIT completed.
+    #[must_use]
+    pub fn session_end(&self) -> SessionEnd {
+        match (&self.error, &self.state) {
+            (Some(e), _) => SessionEnd::Abandon {
+                reason: AbandonReason::Failed(e.clone()),
+            },
+            (None, State::Closed) => SessionEnd::Closed,
+            (None, State::Ready) => SessionEnd::Quit,
+            (None, state) => SessionEnd::Abandon {
+                reason: AbandonReason::Busy {
+                    state: state.name(),
+                },
+            },
+        }
     }
 
     /// The sticky fatal error, if the connection failed.

@@ -349,7 +349,8 @@ impl Plan {
             },
             body: BodyConfig {
                 dot_stuffing: !chunking,
-                eight_bit: envelope.body != BodyType::SevenBit,
+                // UTF-8 headers are 8-bit data too (RFC 6531 §3.1).
+                eight_bit: envelope.body != BodyType::SevenBit || smtputf8,
                 binary,
                 long_lines,
                 nul,

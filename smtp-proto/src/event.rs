@@ -232,3 +232,40 @@ impl fmt::Debug for AuthFailure {
             .finish()
     }
 }
+
+/// How the driver ends a connection it no longer needs, as the client judges
+/// from its state ([`crate::Client::session_end`]). A clean end leaves no
+/// "unexpected disconnection" or "non-properly terminated" TLS error in the
+/// server's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// The session is usable (after a refused AUTH, a refused transaction
+    /// and its RSET, or simply idle): send QUIT with [`crate::Client::quit`],
+    /// wait for [`Event::Closed`], then close the connection (with a TLS
+    /// `close_notify` first).
+    Quit,
+    /// No other command can be sent: close the connection now, with a TLS
+    /// `close_notify` first when the TLS session itself is intact.
+    Abandon {
+        /// Why QUIT is not possible.
+        reason: AbandonReason,
+    },
+    /// The session is over (QUIT answered): close the connection.
+    Closed,
+}
+
+/// Why a session is abandoned instead of ended with QUIT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AbandonReason {
+    /// The connection failed: a body refused after DATA began (DATA cannot
+    /// be cancelled), a timeout, a malformed reply, the server closing.
+    Failed(Error),
+    /// An exchange is half done (replies outstanding, a body being sent):
+    /// a command now would be taken as part of it.
+    Busy {
+        /// What the client is doing.
+        state: &'static str,
+    },
+}

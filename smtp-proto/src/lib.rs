@@ -125,6 +125,7 @@ pub mod address;
 pub mod body;
 mod client;
 pub mod command;
+mod content;
 pub mod diagnose;
 pub mod ehlo;
 mod error;
@@ -138,10 +139,12 @@ pub use address::{AddressError, ClientName, Domain, MailDomain, Mailbox, Reverse
 pub use body::{BodyConfig, BodyEncoder, BodyError, BodyStats, LongLines, NulBytes};
 pub use client::{Client, ClientConfig};
 pub use command::{BodyType, DsnReturn, Envelope, EsmtpParam, Notify, Recipient, XText};
+pub use content::{ContentNeeds, ContentScanner};
 pub use ehlo::Capabilities;
 pub use error::{CommandError, Error};
 pub use event::{
-    AuthFailure, AuthFailureKind, Event, RecipientResult, TransactionId, TransactionReport,
+    AbandonReason, AuthFailure, AuthFailureKind, Event, RecipientResult, SessionEnd, TransactionId,
+    TransactionReport,
 };
 pub use postern_common::{Diagnosis, Stage};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyLimits, ReplyParser};

@@ -293,3 +293,149 @@ fn exchange_not_authenticated_is_not_a_tls_problem() {
     assert_eq!(d.id, "ms.smtp.not_authenticated");
     assert_eq!(d.step, "authentication");
 }
+
+mod session_end {
+    //! Each way a session ends: QUIT when it is usable, abandoned (with the
+    //! reason) when it is not.
+    use super::*;
+    use postern_smtp::{AbandonReason, BodyError, Credentials, Mechanism, SessionEnd};
+    use std::time::Duration;
+
+    fn expect(want: SessionEnd) -> impl Fn(&mut Client, std::time::Instant) {
+        move |c, _| assert_eq!(c.session_end(), want)
+    }
+
+    fn quit(c: &mut Client, now: std::time::Instant) {
+        c.quit(now).unwrap();
+    }
+
+    #[test]
+    fn a_refused_auth_ends_with_quit() {
+        let config = ClientConfig {
+            dangerous_allow_credentials_without_tls: true,
+            ..plain()
+        };
+        let auth = |c: &mut Client, now: std::time::Instant| {
+            c.authenticate(
+                now,
+                &Credentials::password("u", "p"),
+                Some(Mechanism::Plain),
+            )
+            .unwrap();
+        };
+        run_all(
+            &config,
+            &[
+                S(GREETING),
+                C(EHLO),
+                S(b"250-mx.example.com\r\n250 AUTH PLAIN\r\n"),
+                Act(&auth),
+                C(b"AUTH PLAIN AHUAcA==\r\n"),
+                S(b"535 5.7.8 Authentication credentials invalid\r\n"),
+                Act(&expect(SessionEnd::Quit)),
+                Act(&quit),
+                C(b"QUIT\r\n"),
+                S(b"221 2.0.0 Bye\r\n"),
+                Act(&expect(SessionEnd::Closed)),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_refused_transaction_after_rset_ends_with_quit() {
+        run_all(
+            &plain(),
+            &[
+                S(GREETING),
+                C(EHLO),
+                S(CAPS),
+                Act(&send),
+                C(GROUP),
+                Act(&expect(SessionEnd::Abandon {
+                    reason: AbandonReason::Busy {
+                        state: "in a mail transaction",
+                    },
+                })),
+                S(b"550 5.7.1 no\r\n554 5.5.1 no valid recipients\r\n554 5.5.1 no\r\n"),
+                C(b"RSET\r\n"),
+                S(b"250 2.0.0 reset\r\n"),
+                Act(&expect(SessionEnd::Quit)),
+                Act(&quit),
+                C(b"QUIT\r\n"),
+                Eof,
+                Act(&expect(SessionEnd::Closed)),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_refused_body_abandons_the_session_without_a_command() {
+        let long = |c: &mut Client, now: std::time::Instant| {
+            let line = vec![b'x'; 1200];
+            assert!(c.write_body(now, &line).is_err());
+            assert!(c.quit(now).is_err(), "no command after the abandoned DATA");
+        };
+        let log = run_all(
+            &plain(),
+            &[
+                S(GREETING),
+                C(EHLO),
+                S(CAPS),
+                Act(&send),
+                C(GROUP),
+                S(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n"),
+                Act(&long),
+                C(b""),
+            ],
+        );
+        let e = closing_error(&log);
+        assert!(
+            matches!(e, Error::Body(BodyError::LineTooLong { .. })),
+            "{e:?}"
+        );
+        let end = |c: &mut Client, _: std::time::Instant| match c.session_end() {
+            SessionEnd::Abandon {
+                reason: AbandonReason::Failed(Error::Body(_)),
+            } => {}
+            other => panic!("{other:?}"),
+        };
+        run_all(
+            &plain(),
+            &[
+                S(GREETING),
+                C(EHLO),
+                S(CAPS),
+                Act(&send),
+                C(GROUP),
+                S(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n"),
+                Act(&long),
+                C(b""),
+                Act(&end),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_timeout_or_a_421_abandons_with_the_reason() {
+        run_all(
+            &plain(),
+            &[
+                S(GREETING),
+                C(EHLO),
+                S(CAPS),
+                Act(&send),
+                C(GROUP),
+                Wait(Duration::from_secs(301)),
+                Act(&expect(SessionEnd::Abandon {
+                    reason: AbandonReason::Failed(Error::Timeout { phase: Phase::Mail }),
+                })),
+            ],
+        );
+        let log = run_all(
+            &plain(),
+            &[S(GREETING), C(EHLO), S(b"421 4.3.2 shutting down\r\n")],
+        );
+        let e = closing_error(&log);
+        assert!(matches!(e, Error::ServiceUnavailable { .. }), "{e:?}");
+    }
+}

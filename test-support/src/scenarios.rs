@@ -711,6 +711,80 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime>(vt: Virtual<R>) {
     t2.shutdown().await;
 }
 
+/// Every session ends cleanly, as the SMTP core decides: after a refused
+/// AUTH with QUIT, after a body the client refuses mid-DATA without another
+/// command, after delivery at shutdown with QUIT; and each time the TLS
+/// session ends with `close_notify` before the TCP close (the server's log
+/// shows no "connection non-properly terminated"). On virtual time over
+/// in-memory pipes, TLS real.
+pub async fn sessions_end_cleanly<R: Runtime>(vt: Virtual<R>) {
+    let pki = Pki::generate();
+    let server = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            users: vec![("alice".into(), "s3cret~pw".into())],
+            require_auth: true,
+            ..Default::default()
+        },
+    );
+    vt.serve_smtp(&server);
+    let ends = |clean: u64| {
+        let server = &server;
+        vt.until("the end of the TLS session", move || {
+            let (c, u) = server.tls_closes();
+            c + u >= clean
+        })
+    };
+
+    // AUTH refused: the session is still usable, so QUIT, then close_notify.
+    let bad = builder(vt.clone(), "localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .password("alice", "wrong")
+        .build()
+        .unwrap();
+    let err = send_err(&bad).await;
+    assert!(matches!(err, Error::Auth(_)), "{err:?}");
+    ends(1).await;
+    assert_eq!(server.quits(), 1, "QUIT after the refused AUTH");
+    assert_eq!(
+        server.tls_closes(),
+        (1, 0),
+        "close_notify after the refused AUTH"
+    );
+
+    // A body the client refuses after DATA began (a 1,200-octet line): DATA
+    // cannot be cancelled, so the session is abandoned, still with
+    // close_notify, and nothing is delivered.
+    let t = builder(vt.clone(), "localhost", server.port(), Security::StartTls)
+        .tls(roots(&pki))
+        .password("alice", "s3cret~pw")
+        .build()
+        .unwrap();
+    let long = format!("Subject: long\r\n\r\n{}\r\n", "x".repeat(1200));
+    let err = t
+        .send(&envelope(&["rcpt@example.com"]), long)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "a refused body never succeeds: {err}");
+    ends(2).await;
+    assert_eq!(server.quits(), 1, "no command after the abandoned DATA");
+    assert_eq!(
+        server.tls_closes(),
+        (2, 0),
+        "close_notify after the abandoned DATA"
+    );
+    assert!(server.messages().is_empty());
+
+    // A delivery, then shutdown: QUIT and close_notify.
+    send_one(&t).await;
+    t.shutdown().await;
+    ends(3).await;
+    assert_eq!(server.quits(), 2);
+    assert_eq!(server.tls_closes(), (3, 0));
+    bad.shutdown().await;
+}
+
 /// A server that accepts the connection and never greets: the greeting
 /// timeout fires and names its phase. On virtual time: the 200 ms pass in
 /// one clock step once the client waits.
@@ -868,6 +942,7 @@ macro_rules! transport_tests {
             token_refreshed_ahead_in_background,
             pool_reuse_and_stale_connections,
             greeting_timeout,
+            sessions_end_cleanly,
         );
 
         #[$attr]

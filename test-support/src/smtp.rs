@@ -130,6 +130,10 @@ struct Record {
     /// Wakes sessions waiting for a command, to close them as idle.
     kick: tokio::sync::Notify,
     idle_closed: AtomicU64,
+    /// TLS sessions the client ended with close_notify.
+    close_notify: AtomicU64,
+    /// TLS sessions that ended without it (the TCP connection just closed).
+    no_close_notify: AtomicU64,
 }
 
 /// A running server; stopped when dropped.
@@ -187,6 +191,17 @@ impl SmtpServer {
         self.record.kick.notify_waiters();
     }
 
+    /// TLS sessions the client ended cleanly, with a TLS `close_notify`
+    /// before closing the TCP connection, and those it just dropped:
+    /// `(clean, unclean)`. After QUIT the server reads on to see which.
+    #[must_use]
+    pub fn tls_closes(&self) -> (u64, u64) {
+        (
+            self.record.close_notify.load(Ordering::Relaxed),
+            self.record.no_close_notify.load(Ordering::Relaxed),
+        )
+    }
+
     /// Sessions ended by [`SmtpServer::close_idle_sessions`] or `idle_close`.
     #[must_use]
     pub fn idle_closed(&self) -> u64 {
@@ -227,7 +242,13 @@ impl SmtpServer {
 
 enum Io {
     Plain(Conn),
-    Tls(Box<tokio_rustls::server::TlsStream<Conn>>),
+    /// TLS, with the record where the end of the TLS session is counted
+    /// (once: `true` after it was).
+    Tls(
+        Box<tokio_rustls::server::TlsStream<Conn>>,
+        Arc<Record>,
+        bool,
+    ),
     /// Only while the plaintext stream is in the TLS acceptor.
     Upgrading,
 }
@@ -244,7 +265,24 @@ impl AsyncRead for Io {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s, record, ended) => {
+                let before = buf.filled().len();
+                let r = Pin::new(s).poll_read(cx, buf);
+                let end = match &r {
+                    Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                        Some(&record.close_notify)
+                    }
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        Some(&record.no_close_notify)
+                    }
+                    _ => None,
+                };
+                if let Some(counter) = end.filter(|_| !*ended) {
+                    *ended = true;
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
             Io::Upgrading => upgrading(),
         }
     }
@@ -258,21 +296,21 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s, ..) => Pin::new(s).poll_write(cx, buf),
             Io::Upgrading => upgrading(),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s, ..) => Pin::new(s).poll_flush(cx),
             Io::Upgrading => upgrading(),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s, ..) => Pin::new(s).poll_shutdown(cx),
             Io::Upgrading => upgrading(),
         }
     }
@@ -304,7 +342,7 @@ async fn session(tcp: Conn, config: Arc<SmtpServerConfig>, record: Arc<Record>) 
             let tls = tokio_rustls::TlsAcceptor::from(Arc::clone(c))
                 .accept(tcp)
                 .await?;
-            (Io::Tls(Box::new(tls)), true)
+            (Io::Tls(Box::new(tls), Arc::clone(&record), false), true)
         }
         _ => (Io::Plain(tcp), false),
     };
@@ -414,8 +452,11 @@ impl Session {
                         return Err(io::Error::other("not plaintext"));
                     };
                     let tls = tokio_rustls::TlsAcceptor::from(c).accept(tcp).await?;
-                    self.s =
-                        BufStream::with_capacity(READ_BUFFER, 8 * 1024, Io::Tls(Box::new(tls)));
+                    self.s = BufStream::with_capacity(
+                        READ_BUFFER,
+                        8 * 1024,
+                        Io::Tls(Box::new(tls), Arc::clone(&self.record), false),
+                    );
                     self.tls = true;
                     self.user = None;
                 }
@@ -471,6 +512,13 @@ impl Session {
                 "QUIT" => {
                     self.record.quits.fetch_add(1, Ordering::Relaxed);
                     self.reply("221 2.0.0 Bye").await?;
+                    // See how the client ends the TLS session.
+                    if self.tls {
+                        let mut rest = [0u8; 64];
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut rest))
+                                .await;
+                    }
                     return Ok(());
                 }
                 _ => {

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use postern_smtp::{
-    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, TransactionReport,
+    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, SessionEnd, TransactionReport,
 };
 
 use crate::error::Error;
@@ -73,6 +73,8 @@ pub(crate) struct Connection<R: Runtime> {
     pub(crate) messages: u32,
     /// When the connection was last returned to the pool.
     pub(crate) idle_since: Instant,
+    /// Bounds the close (and its TLS `close_notify`) of a connection.
+    close_timeout: std::time::Duration,
 }
 
 impl<R: Runtime> Connection<R> {
@@ -120,19 +122,31 @@ impl<R: Runtime> Connection<R> {
             eof: false,
             messages: 0,
             idle_since: now,
+            close_timeout: target.client.timeouts.quit,
         };
+        match conn.set_up(target, login).await {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                // A refused AUTH leaves the session usable: end it with QUIT.
+                conn.finish().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The greeting, EHLO, STARTTLS and AUTH.
+    async fn set_up(&mut self, target: &Target, login: &Login) -> Result<(), Error> {
         loop {
-            match conn.next_event(None).await? {
+            match self.next_event(None).await? {
                 Event::Ready { tls } => {
                     tracing::debug!(tls, host = %target.host, "session ready");
                     break;
                 }
-                Event::StartTls => conn.upgrade(target).await?,
-                event => conn.unexpected(event)?,
+                Event::StartTls => self.upgrade(target).await?,
+                event => self.unexpected(event)?,
             }
         }
-        conn.authenticate(target, login).await?;
-        Ok(conn)
+        self.authenticate(target, login).await
     }
 
     /// The TLS handshake after `220` to STARTTLS, bounded by the client's
@@ -257,16 +271,36 @@ impl<R: Runtime> Connection<R> {
         }
     }
 
-    /// QUIT, then close the socket.
-    pub(crate) async fn quit(mut self) {
-        if self.client.quit(self.rt.now()).is_ok() {
-            while let Ok(event) = self.next_event(None).await {
-                if matches!(event, Event::Closed { .. }) {
-                    break;
+    /// Ends the connection as the SMTP core says it should end
+    /// ([`postern_smtp::Client::session_end`]): with QUIT when the session is
+    /// usable, without another command when it failed or an exchange is half
+    /// done. Either way the stream is closed, which ends a TLS session with
+    /// `close_notify` first, so the server logs a clean end. Bounded by the
+    /// QUIT timeout (the reply) and once more (the close).
+    pub(crate) async fn finish(mut self) {
+        match self.client.session_end() {
+            SessionEnd::Quit => {
+                if self.client.quit(self.rt.now()).is_ok() {
+                    while let Ok(event) = self.next_event(None).await {
+                        if matches!(event, Event::Closed { .. }) {
+                            break;
+                        }
+                    }
                 }
             }
+            SessionEnd::Abandon { reason } => {
+                tracing::debug!(?reason, "abandoning the session");
+            }
+            SessionEnd::Closed => {}
+            other => tracing::debug!(?other, "ending the session"),
         }
-        self.stream.close().await;
+        let deadline = self.rt.now() + self.close_timeout;
+        if until(&self.rt, deadline, self.stream.close())
+            .await
+            .is_none()
+        {
+            tracing::debug!("closing the connection timed out");
+        }
     }
 
     /// `true` when the connection can take another transaction.

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_io::AsyncRead;
-use postern_smtp::{Client, CommandError};
+use std::borrow::Cow;
+
+use postern_smtp::{Client, CommandError, ContentNeeds, Envelope};
 
 use crate::error::Error;
 
@@ -58,6 +60,26 @@ impl Message {
             Source::Bytes(b) => Some(b),
             Source::Reader(_) => None,
         }
+    }
+}
+
+impl Message {
+    /// `envelope` with what this message's content needs declared
+    /// (`BODY=8BITMIME` for 8-bit data, `SMTPUTF8` for UTF-8 headers), as
+    /// the SMTP core judges it. A message in memory is scanned here; a
+    /// stream is sent as its envelope declares (scan a file with
+    /// [`postern_smtp::ContentScanner`] first).
+    pub(crate) fn declared<'e>(&self, envelope: &'e Envelope) -> Cow<'e, Envelope> {
+        let Source::Bytes(bytes) = &self.source else {
+            return Cow::Borrowed(envelope);
+        };
+        let needs = ContentNeeds::of(bytes);
+        if !envelope.undeclared(needs) {
+            return Cow::Borrowed(envelope);
+        }
+        let mut owned = envelope.clone();
+        owned.declare(needs);
+        Cow::Owned(owned)
     }
 }
 

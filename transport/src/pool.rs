@@ -93,13 +93,14 @@ impl<R: Runtime> Pool<R> {
             let mut conn = lock(&self.idle).pop()?;
             let idle_for = rt.now().saturating_duration_since(conn.idle_since);
             if idle_for >= self.config.idle_timeout {
-                rt.spawn(conn.quit());
+                rt.spawn(conn.finish());
                 continue;
             }
             if idle_for >= self.config.noop_after
                 && let Err(e) = conn.noop().await
             {
                 tracing::debug!(error = %e, "idle connection failed NOOP");
+                rt.spawn(conn.finish());
                 continue;
             }
             self.reused.fetch_add(1, Ordering::Relaxed);
@@ -108,14 +109,14 @@ impl<R: Runtime> Pool<R> {
     }
 
     /// Takes a connection back after a send: kept idle when it is ready and
-    /// under its message limit, else ended with QUIT in the background. A
-    /// connection that is not ready (failed) is dropped, which closes it.
+    /// under its message limit, else ended (QUIT when the session allows it)
+    /// in the background.
     pub(crate) fn checkin(&self, rt: &R, mut conn: Connection<R>) {
-        if !conn.is_ready() {
-            return;
-        }
-        if self.is_shut() || conn.messages >= self.config.max_messages_per_connection {
-            rt.spawn(conn.quit());
+        if !conn.is_ready()
+            || self.is_shut()
+            || conn.messages >= self.config.max_messages_per_connection
+        {
+            rt.spawn(conn.finish());
             return;
         }
         conn.idle_since = rt.now();
@@ -127,7 +128,7 @@ impl<R: Runtime> Pool<R> {
         self.shut.store(true, Ordering::Release);
         let idle: Vec<_> = std::mem::take(&mut *lock(&self.idle));
         for conn in idle {
-            conn.quit().await;
+            conn.finish().await;
         }
     }
 }

@@ -269,6 +269,7 @@ impl<R: Runtime> Transport<R> {
         if let Login::Fetched(p) = &s.login {
             p.warm(&s.rt);
         }
+        let envelope = &*message.declared(envelope);
         let _permit = s.pool.permit().await;
         let (mut conn, reused) = match s.pool.checkout(&s.rt).await {
             Some(conn) => (conn, true),
@@ -281,7 +282,7 @@ impl<R: Runtime> Transport<R> {
             && feed.rewind_for_resend(e)
         {
             tracing::debug!("pooled connection was dead; reconnecting");
-            conn = self.open().await?;
+            s.rt.spawn(std::mem::replace(&mut conn, self.open().await?).finish());
             result = conn.send(envelope, &mut feed).await;
         }
         match &result {
@@ -292,7 +293,13 @@ impl<R: Runtime> Transport<R> {
             ),
             Err(error) => tracing::warn!(%error, "send failed"),
         }
-        s.pool.checkin(&s.rt, conn);
+        if conn.is_ready() {
+            s.pool.checkin(&s.rt, conn);
+        } else {
+            // Failed, or abandoned mid-message: closed now (with TLS
+            // close_notify), before the caller learns the outcome.
+            conn.finish().await;
+        }
         result
     }
 
