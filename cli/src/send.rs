@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use clap::Args;
+use postern_tokio::smtp::{ContentNeeds, ContentScanner};
 use postern_tokio::{Email, Envelope, Mailbox, Message, Reply, TransactionReport};
 use serde_json::{Value, json};
 
@@ -93,7 +94,13 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
                 Some(r) => mailbox("--return-path", r)?,
                 None => from.clone(),
             };
-            (Envelope::new(sender, to.clone()), raw_message(path).await?)
+            let mut envelope = Envelope::new(sender, to.clone());
+            // A file can be read twice: what it needs (8BITMIME, SMTPUTF8)
+            // is declared before it streams. Standard input cannot be.
+            if path.as_os_str() != "-" {
+                envelope.declare(scan_file(path)?);
+            }
+            (envelope, raw_message(path).await?)
         }
         None => {
             let text = match (&args.body, &args.body_file) {
@@ -182,6 +189,24 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
     match failure {
         Some(f) => Err(f),
         None => Ok(()),
+    }
+}
+
+/// What the file's content needs from the server, read once in
+/// [`postern_tokio::READ_CHUNK`] pieces (constant memory).
+fn scan_file(path: &PathBuf) -> Result<ContentNeeds, Failure> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| usage(format!("cannot open {}: {e}", path.display())))?;
+    let mut scan = ContentScanner::default();
+    let mut buf = vec![0u8; postern_tokio::READ_CHUNK];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(scan.finish()),
+            Ok(n) => scan.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(usage(format!("cannot read {}: {e}", path.display()))),
+        }
     }
 }
 

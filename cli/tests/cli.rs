@@ -670,3 +670,117 @@ fn certificate_credential_signs_an_assertion() {
     assert_eq!(code(&o), 0, "{}", text(&o.stderr));
     assert_eq!(p.token_server.requests(), 1);
 }
+
+/// A plaintext server without AUTH that records the dialogue, offering
+/// 8BITMIME and SMTPUTF8 or neither.
+fn international_server(offers: bool) -> SmtpServer {
+    SmtpServer::start(SmtpServerConfig {
+        eight_bit_mime: offers,
+        smtputf8: offers,
+        keep_bodies: true,
+        transcript: true,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn send_plain(server: &SmtpServer, extra: &[&str]) -> Output {
+    let port = server.port().to_string();
+    let mut args = vec![
+        "send",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--tls",
+        "none",
+        "--auth",
+        "none",
+        "--from",
+        "sender@example.com",
+    ];
+    args.extend_from_slice(extra);
+    postern(&args, &[])
+}
+
+fn commands(server: &SmtpServer) -> Vec<String> {
+    server
+        .transcript()
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("C: ").map(str::to_owned))
+        .collect()
+}
+
+/// An internationalized recipient: the message the CLI builds declares
+/// SMTPUTF8 (and the 8-bit data it carries) when the server offers it, and
+/// is refused before MAIL, with the reason, when it does not.
+#[test]
+fn international_recipient_declared_or_refused_before_any_command() {
+    let server = international_server(true);
+    let o = send_plain(
+        &server,
+        &[
+            "--to",
+            "j\u{f6}ran@example.com",
+            "--subject",
+            "hi",
+            "--body",
+            "hello",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let mail = commands(&server)
+        .into_iter()
+        .find(|c| c.starts_with("MAIL FROM:"))
+        .unwrap();
+    assert!(mail.contains(" SMTPUTF8"), "{mail}");
+    assert!(mail.contains(" BODY=8BITMIME"), "{mail}");
+    assert_eq!(server.messages()[0].to, ["j\u{f6}ran@example.com"]);
+
+    let none = international_server(false);
+    let o = send_plain(
+        &none,
+        &["--to", "j\u{f6}ran@example.com", "--body", "hello"],
+    );
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("SMTPUTF8"), "{}", text(&o.stderr));
+    let sent = commands(&none);
+    assert!(sent.iter().any(|c| c.starts_with("EHLO")), "{sent:?}");
+    assert!(!sent.iter().any(|c| c.starts_with("MAIL")), "{sent:?}");
+}
+
+/// A raw file with 8-bit text is scanned before it streams: `BODY=8BITMIME`
+/// when offered, a refusal before MAIL when not.
+#[test]
+fn eight_bit_raw_file_declared_or_refused_before_any_command() {
+    let dir = temp_dir("eightbit");
+    let path = dir.join("message.eml");
+    let message = "From: <sender@example.com>\r\nTo: <rcpt@example.com>\r\nSubject: caf\u{e9}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nD\u{e9}j\u{e0} vu.\r\n";
+    std::fs::write(&path, message).unwrap();
+    let file = path.to_str().unwrap();
+
+    let server = international_server(true);
+    let o = send_plain(&server, &["--to", "rcpt@example.com", "--raw-file", file]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let mail = commands(&server)
+        .into_iter()
+        .find(|c| c.starts_with("MAIL FROM:"))
+        .unwrap();
+    assert!(mail.contains(" BODY=8BITMIME"), "{mail}");
+    assert!(mail.contains(" SMTPUTF8"), "UTF-8 in Subject: {mail}");
+    assert_eq!(
+        server.messages()[0].data.as_deref(),
+        Some(message.as_bytes())
+    );
+
+    let none = international_server(false);
+    let o = send_plain(&none, &["--to", "rcpt@example.com", "--raw-file", file]);
+    assert_eq!(code(&o), 5, "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("SMTPUTF8") || err.contains("8BITMIME"),
+        "{err}"
+    );
+    assert!(!commands(&none).iter().any(|c| c.starts_with("MAIL")));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -294,3 +294,83 @@ fn device_flow() {
     assert!(std::fs::read_to_string(&store).unwrap().trim().len() > 20);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// International mail through Postfix (which offers SMTPUTF8 and 8BITMIME):
+/// a message the CLI builds for a UTF-8 address, and an 8-bit raw file,
+/// both land in the Maildir as sent.
+#[test]
+fn international_recipient_and_eight_bit_file_through_postfix() {
+    let Some(p) = Peers::get() else { return };
+    let auth = [
+        "--client-id",
+        "post-client",
+        "--client-secret-env",
+        "S",
+        "--scope",
+        "mail",
+        "--auth",
+        "xoauth2",
+        "--user",
+        "sender@example.com",
+        "--from",
+        "sender@example.com",
+    ];
+    let subject = unique("utf8");
+    let mut args = vec!["send".to_owned()];
+    args.extend(base_args(&p, p.smtp_port(Server::Postfix, false)));
+    args.extend(auth.iter().map(|s| (*s).to_owned()));
+    args.extend(
+        [
+            "--to",
+            "j\u{f6}ran@example.com",
+            "--subject",
+            &subject,
+            "--body",
+            "hello",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    let o = run(&args, &[("S", "post-secret~2")]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = p.wait_for_mail("joeran", &subject, 1);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("To: j\u{f6}ran@example.com"), "{}", got[0]);
+
+    let tag = unique("8bit");
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("m.eml");
+    let body = format!(
+        "From: <sender@example.com>\r\nTo: <rcpt@example.com>\r\nSubject: {tag}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nD\u{e9}j\u{e0} vu, na\u{ef}ve caf\u{e9}.\r\n"
+    );
+    std::fs::write(&file, &body).unwrap();
+    let mut args = vec!["send".to_owned()];
+    args.extend(base_args(&p, p.smtp_port(Server::Postfix, false)));
+    args.extend(auth.iter().map(|s| (*s).to_owned()));
+    args.extend(
+        [
+            "--to",
+            "rcpt@example.com",
+            "--raw-file",
+            file.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    let o = run(&args, &[("S", "post-secret~2")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = p.wait_for_mail("rcpt", &tag, 1);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("D\u{e9}j\u{e0} vu, na\u{ef}ve caf\u{e9}."),
+        "{}",
+        got[0]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -67,6 +67,10 @@ pub struct SmtpServerConfig {
     pub store_dir: Option<std::path::PathBuf>,
     /// Record the dialogue (AUTH responses redacted, bodies summarised).
     pub transcript: bool,
+    /// Offer 8BITMIME (default `true`).
+    pub eight_bit_mime: bool,
+    /// Offer SMTPUTF8 (default `true`).
+    pub smtputf8: bool,
 }
 
 impl Default for SmtpServerConfig {
@@ -86,6 +90,8 @@ impl Default for SmtpServerConfig {
             mechanisms: "PLAIN LOGIN XOAUTH2 OAUTHBEARER".to_owned(),
             store_dir: None,
             transcript: false,
+            eight_bit_mime: true,
+            smtputf8: true,
         }
     }
 }
@@ -531,12 +537,11 @@ impl Session {
     }
 
     async fn ehlo(&mut self) -> io::Result<()> {
-        let mut lines = vec![
-            "localhost".to_owned(),
-            "PIPELINING".into(),
-            "8BITMIME".into(),
-            "ENHANCEDSTATUSCODES".into(),
-        ];
+        let mut lines = vec!["localhost".to_owned(), "PIPELINING".into()];
+        if self.config.eight_bit_mime {
+            lines.push("8BITMIME".into());
+        }
+        lines.push("ENHANCEDSTATUSCODES".into());
         if matches!(self.config.tls, ServerTls::StartTls(_)) && !self.tls {
             lines.push("STARTTLS".into());
         }
@@ -546,7 +551,9 @@ impl Session {
         if self.config.chunking {
             lines.push("CHUNKING".into());
         }
-        lines.push("SMTPUTF8".into());
+        if self.config.smtputf8 {
+            lines.push("SMTPUTF8".into());
+        }
         let n = lines.len();
         let mut text = String::new();
         for (i, l) in lines.iter().enumerate() {

@@ -50,7 +50,7 @@ DOVECOT_SUBMISSIONS_PORT=$((BASE + 66))
 PF="$DIR/postfix"
 chown -R postfix:postfix "$PF/data"
 chown -R postfix:postfix "$DIR/mail"
-printf 'rcpt@example.com example.com/rcpt/\nrcpt2@example.com example.com/rcpt2/\nload@example.com example.com/load/\nsender@example.com example.com/sender/\nuser@example.com example.com/user/\n' > "$PF/etc/vmailbox"
+printf 'rcpt@example.com example.com/rcpt/\nj\303\266ran@example.com example.com/joeran/\nrcpt2@example.com example.com/rcpt2/\nload@example.com example.com/load/\nsender@example.com example.com/sender/\nuser@example.com example.com/user/\n' > "$PF/etc/vmailbox"
 cat > "$PF/etc/main.cf" <<CONF
 compatibility_level = 3.6
 queue_directory = $PF/queue

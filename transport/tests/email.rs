@@ -70,3 +70,37 @@ fn refuses_bad_input() {
         .build();
     assert!(bad_name.is_err());
 }
+
+/// Display names go out as RFC 2047 encoded words, so a message whose
+/// addresses are ASCII stays 7-bit in its headers whatever the names; only
+/// a non-ASCII address itself needs SMTPUTF8.
+#[test]
+#[allow(clippy::unwrap_used)]
+fn international_names_and_addresses() {
+    use postern_transport::smtp::ContentNeeds;
+    let (envelope, message) = Email::new(m("noreply@example.com"))
+        .from_name("J\u{f6}ran Bj\u{f6}rk")
+        .to_named("\u{c5}sa", m("asa@example.com"))
+        .subject("R\u{e4}kning")
+        .text("Hej! \u{c5}\u{e4}\u{f6}\n")
+        .build()
+        .unwrap();
+    let bytes = message.as_bytes().unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let head = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(head.is_ascii(), "{head}");
+    assert!(head.contains("=?utf-8?"), "{head}");
+    assert!(!envelope.needs_smtputf8());
+    let needs = ContentNeeds::of(bytes);
+    assert!(!needs.utf8_headers, "{needs:?}");
+
+    let (envelope, message) = Email::new(m("noreply@example.com"))
+        .to(m("j\u{f6}ran@example.com"))
+        .subject("hi")
+        .text("hello\n")
+        .build()
+        .unwrap();
+    assert!(envelope.needs_smtputf8());
+    let needs = ContentNeeds::of(message.as_bytes().unwrap());
+    assert!(needs.utf8_headers, "the address is written in To: as UTF-8");
+}
