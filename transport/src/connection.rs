@@ -23,6 +23,13 @@ use crate::tls::server_name;
 /// read goes to the client at once; nothing else is buffered.
 pub const READ_BUFFER: usize = 16 * 1024;
 
+/// The longest a connection's end (QUIT, its reply, the close) may take.
+const MAX_CLOSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The close (with TLS `close_notify`) gets at least this long, even when
+/// the QUIT exchange used the whole [`MAX_CLOSE`].
+const CLOSE_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Poll-loop rounds with progress before yielding to the executor, so one
 /// large message cannot starve other tasks on the same thread.
 const BUDGET: u32 = 64;
@@ -73,7 +80,8 @@ pub(crate) struct Connection<R: Runtime> {
     pub(crate) messages: u32,
     /// When the connection was last returned to the pool.
     pub(crate) idle_since: Instant,
-    /// Bounds the close (and its TLS `close_notify`) of a connection.
+    /// Bounds the end of a connection (QUIT and the close): the QUIT
+    /// timeout, at most [`MAX_CLOSE`], so an error is never held back long.
     close_timeout: std::time::Duration,
 }
 
@@ -122,7 +130,7 @@ impl<R: Runtime> Connection<R> {
             eof: false,
             messages: 0,
             idle_since: now,
-            close_timeout: target.client.timeouts.quit,
+            close_timeout: target.client.timeouts.quit.min(MAX_CLOSE),
         };
         match conn.set_up(target, login).await {
             Ok(()) => Ok(conn),
@@ -276,15 +284,22 @@ impl<R: Runtime> Connection<R> {
     /// usable, without another command when it failed or an exchange is half
     /// done. Either way the stream is closed, which ends a TLS session with
     /// `close_notify` first, so the server logs a clean end. Bounded by the
-    /// QUIT timeout (the reply) and once more (the close).
+    /// QUIT timeout, at most [`MAX_CLOSE`].
     pub(crate) async fn finish(mut self) {
+        let rt = self.rt.clone();
+        let deadline = rt.now() + self.close_timeout;
         match self.client.session_end() {
             SessionEnd::Quit => {
-                if self.client.quit(self.rt.now()).is_ok() {
-                    while let Ok(event) = self.next_event(None).await {
-                        if matches!(event, Event::Closed { .. }) {
-                            break;
+                if self.client.quit(rt.now()).is_ok() {
+                    let reply = async {
+                        while let Ok(event) = self.next_event(None).await {
+                            if matches!(event, Event::Closed { .. }) {
+                                break;
+                            }
                         }
+                    };
+                    if until(&rt, deadline, reply).await.is_none() {
+                        tracing::debug!("no reply to QUIT in time");
                     }
                 }
             }
@@ -294,11 +309,8 @@ impl<R: Runtime> Connection<R> {
             SessionEnd::Closed => {}
             other => tracing::debug!(?other, "ending the session"),
         }
-        let deadline = self.rt.now() + self.close_timeout;
-        if until(&self.rt, deadline, self.stream.close())
-            .await
-            .is_none()
-        {
+        let close_by = deadline.max(rt.now() + CLOSE_AT_LEAST);
+        if until(&rt, close_by, self.stream.close()).await.is_none() {
             tracing::debug!("closing the connection timed out");
         }
     }
