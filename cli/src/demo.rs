@@ -86,11 +86,11 @@ pub(crate) async fn run() -> Result<(), Failure> {
         let reply = r
             .reply
             .as_ref()
-            .map(|x| format!("{} {}", x.code(), x.message()));
+            .map(|x| format!("{} {}", x.code(), x.printable()));
         println!("recipient {}: {}", r.mailbox, reply.unwrap_or_default());
     }
     if let Some(m) = report.message.as_ref() {
-        println!("server: {} {}", m.code(), m.message());
+        println!("server: {} {}", m.code(), m.printable());
     }
     match smtp.messages().first().and_then(|m| m.path.clone()) {
         Some(path) => println!("message stored at {}", path.display()),

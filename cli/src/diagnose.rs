@@ -80,15 +80,19 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
     }
     steps.ok("configuration", &format!("{host}, {mode}"));
 
-    // 2-3. Token request and claims.
+    // 2-3. Token request and claims. A refresh token is redeemed here only;
+    // a rotated one is stored before anything else, and the later steps use
+    // this access token.
+    let mut fetched = None;
     if let Some(o) = &oauth {
         match token::fetch(&s, o).await {
             Ok(t) => {
+                fetched = Some(t.access_token.clone());
                 steps.ok(
                     "token request",
                     &format!(
                         "{} token, valid {} s",
-                        t.token_type,
+                        token::shown(&t.token_type),
                         t.expires_in.map_or(0, |d| d.as_secs())
                     ),
                 );
@@ -97,7 +101,7 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
                         let shown: Vec<String> = claims
                             .iter()
                             .filter(|(k, _)| SUMMARY_CLAIMS.contains(&k.as_str()))
-                            .map(|(k, v)| format!("{k}={v}"))
+                            .map(|(k, v)| format!("{k}={}", token::shown(&v.to_string())))
                             .collect();
                         let microsoft = s.provider == Some(ProviderKind::Microsoft)
                             || (s.provider.is_none() && s.token_url.is_none());
@@ -127,7 +131,7 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
     }
 
     // 4. SMTP: TCP, TLS, EHLO, AUTH.
-    let transport = match setup::transport(&s) {
+    let transport = match setup::transport_with(&s, fetched) {
         Ok(t) => t,
         Err(f) => return Err(steps.fail("configuration", f.class, &f.message, None)),
     };

@@ -162,6 +162,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
                 "exit_code": f.class as i32,
                 "message": f.message,
                 "diagnosis": f.error.as_ref().and_then(|e| e.diagnosis()).map(|d| json!({"id": d.id, "step": d.step, "fix": d.fix, "link": d.link})),
+                "link": f.error.as_ref().and_then(|e| e.link()),
             });
         }
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -170,7 +171,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             let reply = rc
                 .reply
                 .as_ref()
-                .map(|x| format!("{} {}", x.code(), x.message()));
+                .map(|x| format!("{} {}", x.code(), x.printable()));
             eprintln!(
                 "{} {}: {}",
                 if rc.accepted() {
@@ -183,7 +184,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             );
         }
         if let Some(m) = &r.message {
-            eprintln!("server: {} {}", m.code(), m.message());
+            eprintln!("server: {} {}", m.code(), m.printable());
         }
     }
     match failure {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use postern_oauth::jwt::{KeyId, RsaSigner, client_assertion_claims, sign};
 use postern_oauth::{MicrosoftCloud, Provider};
 use postern_tokio::{
-    Assertion, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts,
+    Assertion, Auth, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts,
     TlsOptions, TokenGrant, Transport, TransportBuilder,
 };
 
@@ -221,6 +221,13 @@ pub(crate) fn store_secret(path: &Path, value: &str) -> std::io::Result<()> {
 
 /// The transport for `s`.
 pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
+    transport_with(s, None)
+}
+
+/// The transport for `s`; with `fetched`, that access token is used as is
+/// instead of redeeming the settings' credentials again (`diagnose` redeems
+/// a refresh token once per run).
+pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Transport, Failure> {
     let host = s.host.clone().ok_or_else(|| usage("--host is required"))?;
     let security = s.tls.unwrap_or_default();
     let mut b: TransportBuilder = Transport::builder(host)
@@ -280,6 +287,11 @@ pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
     )?;
     if let Some(token) = token {
         b = b.bearer_token(user()?, token);
+    } else if let Some(token) = fetched {
+        b = b.auth(Auth::BearerToken {
+            user: user()?,
+            token,
+        });
     } else if let Some(o) = oauth(s)? {
         b = b.oauth2(o);
     } else if let Some(password) = password {

@@ -22,6 +22,12 @@ pub(crate) struct TokenArgs {
     json: bool,
 }
 
+/// Text from the token endpoint (or a claim inside its token), for the
+/// terminal.
+pub(crate) fn shown(text: &str) -> String {
+    postern_tokio::oauth::sanitize(text, postern_tokio::oauth::SHOWN_CHARS)
+}
+
 /// Fetches one token.
 pub(crate) async fn fetch(s: &Settings, oauth: &OAuth2) -> Result<TokenResponse, Failure> {
     let tls = setup::tls_options(s)?;
@@ -52,18 +58,18 @@ pub(crate) async fn run(args: TokenArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    println!("token type:  {}", t.token_type);
+    println!("token type:  {}", shown(&t.token_type));
     match t.expires_in {
         Some(d) => println!("expires in:  {} s", d.as_secs()),
         None => println!("expires in:  (not stated)"),
     }
     if let Some(scope) = &t.scope {
-        println!("scope:       {scope}");
+        println!("scope:       {}", shown(scope));
     }
     match &claims {
         Some(c) => {
             for (k, v) in c {
-                println!("{k:<12} {v}");
+                println!("{:<12} {}", shown(k), shown(&v.to_string()));
             }
         }
         None => println!("claims:      (opaque token, not a JWT)"),

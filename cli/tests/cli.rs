@@ -784,3 +784,103 @@ fn eight_bit_raw_file_declared_or_refused_before_any_command() {
     assert!(!commands(&none).iter().any(|c| c.starts_with("MAIL")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// True when `s` holds nothing a terminal would act on: no control
+/// character but the line breaks the CLI writes itself, no bidi or
+/// invisible format character.
+fn terminal_safe(s: &str) -> bool {
+    !s.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(u32::from(c), 0x200B..=0x200F | 0x202A..=0x202E | 0x2066..=0x2069 | 0xFEFF)
+    })
+}
+
+/// A hostile server and a hostile token endpoint: ANSI escapes, BEL, NUL,
+/// CR and a U+202E bidi override in their text reach the terminal escaped,
+/// never as is.
+#[test]
+fn peer_text_is_escaped_on_the_terminal() {
+    const HOSTILE: &str = "5.7.8 \x1b[2J\x1b]0;pwned\x07 bad\0 \rcreds \u{202e}moc.elpmaxe";
+    let pki = Pki::generate();
+    let dir = temp_dir("hostile");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let smtp = SmtpServer::start(SmtpServerConfig {
+        tls: ServerTls::StartTls(pki.localhost.server_config()),
+        auth_reply: Some(format!("535 {HOSTILE}")),
+        ..Default::default()
+    })
+    .unwrap();
+    let port = smtp.port().to_string();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--user",
+            "alice",
+            "--password-env",
+            "PW",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+        ],
+        &[("PW", "pw")],
+    );
+    assert_eq!(code(&o), 4);
+    let err = text(&o.stderr);
+    assert!(terminal_safe(&err), "{err:?}");
+    assert!(
+        err.contains("\\x1b[2J") && err.contains("\\u{202e}moc.elpmaxe"),
+        "{err}"
+    );
+
+    // The token endpoint's description, through `token` and `diagnose`.
+    let tokens = TokenServer::start(TokenServerConfig::default()).unwrap();
+    let body = format!(
+        r#"{{"error":"invalid_client\u001b[31m","error_description":"{}","error_codes":[7000215]}}"#,
+        HOSTILE
+            .replace('\x1b', "\\u001b")
+            .replace('\x07', "\\u0007")
+            .replace('\0', "\\u0000")
+            .replace('\r', "\\r")
+    );
+    tokens.force_response(Some((401, &body)));
+    let url = tokens.url();
+    for command in ["token", "diagnose"] {
+        let o = postern(
+            &[
+                command,
+                "--host",
+                "localhost",
+                "--provider",
+                "generic",
+                "--token-url",
+                &url,
+                "--allow-http-token-url",
+                "--client-id",
+                "app",
+                "--client-secret-env",
+                "S",
+                "--user",
+                "a@example.com",
+            ],
+            &[("S", "secret")],
+        );
+        assert_eq!(code(&o), 4, "{command}");
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(terminal_safe(&all), "{command}: {all:?}");
+        assert!(all.contains("\\u{202e}moc.elpmaxe"), "{command}: {all}");
+        assert!(all.contains("ms.secret.wrong"), "{command}: {all}");
+        assert!(
+            all.contains("https://login.microsoftonline.com/error?code=7000215"),
+            "{command}: the error link: {all}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

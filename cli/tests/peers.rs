@@ -251,6 +251,51 @@ fn authorization_code_with_pkce_then_refresh_token_send() {
     // Public clients get a rotated refresh token: the file was replaced.
     let rotated = std::fs::read_to_string(&store).unwrap();
     assert_ne!(rotated, refresh, "rotated refresh token stored");
+
+    // The guides' "Send Test Email" right after authorizing, then `token`,
+    // then ordinary sends: each redeems the stored refresh token, which
+    // oidc-provider rotates, so each must store the new one before going on.
+    let delegated = |command: &str, extra: &[&str]| {
+        let mut args = vec![command.to_owned()];
+        args.extend(base_args(&p, p.smtp_port(Server::Dovecot, true)));
+        args.extend(
+            [
+                "--tls",
+                "implicit",
+                "--client-id",
+                "public-client",
+                "--refresh-token-file",
+                store.to_str().unwrap(),
+                "--user",
+                "user@example.com",
+                "--from",
+                "user@example.com",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned()),
+        );
+        let o = run(&args, &[]);
+        assert!(
+            o.status.success(),
+            "{command}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let before = std::fs::read_to_string(&store).unwrap();
+    let out = delegated("diagnose", &["--send-test", "rcpt@example.com"]);
+    assert!(out.contains("all steps passed"), "{out}");
+    let after = std::fs::read_to_string(&store).unwrap();
+    assert_ne!(after, before, "diagnose stored the rotated refresh token");
+    delegated("token", &[]);
+    assert_ne!(std::fs::read_to_string(&store).unwrap(), after, "token too");
+    for n in 0..2 {
+        let subject = unique(&format!("after-diagnose-{n}"));
+        delegated("send", &["--to", "rcpt@example.com", "--subject", &subject]);
+        assert_eq!(p.wait_for_mail("rcpt", &subject, 1).len(), 1);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

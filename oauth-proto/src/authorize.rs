@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::form;
-use postern_common::Secret;
+use postern_common::{Secret, sanitize};
 
 /// An authorization request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,9 +87,9 @@ impl fmt::Display for RedirectError {
             RedirectError::Denied { error, description } => {
                 // Both come from the redirect URL, which anyone can craft:
                 // no control characters (terminal escapes), bounded length.
-                write!(f, "authorization refused: {}", printable(error, 64))?;
+                write!(f, "authorization refused: {}", sanitize(error, 64))?;
                 if let Some(d) = description {
-                    write!(f, ": {}", printable(d.lines().next().unwrap_or(""), 300))?;
+                    write!(f, ": {}", sanitize(d.lines().next().unwrap_or(""), 300))?;
                 }
                 Ok(())
             }
@@ -102,20 +102,6 @@ impl fmt::Display for RedirectError {
 }
 
 impl std::error::Error for RedirectError {}
-
-/// `text` without control characters (each becomes `?`), cut to `max`
-/// characters with an ellipsis.
-fn printable(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if text.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
 
 /// Parses the redirect: a full URL, a request target (`/callback?code=...`)
 /// or a bare query, and checks `state`. Returns the code.

@@ -77,7 +77,7 @@ pub use cache::{AccessToken, CacheConfig, CacheEvent, Fetch, FetchError, Lookup,
 pub use device::DevicePoll;
 pub use http::{HttpError, HttpLimits, HttpResponse, ResponseParser};
 pub use pkce::Pkce;
-pub use postern_common::{Diagnosis, Secret, Stage};
+pub use postern_common::{Diagnosis, SHOWN_CHARS, Secret, Stage, sanitize, sanitize_bytes};
 pub use preflight::{GrantKind, preflight};
 pub use provider::{Endpoints, MicrosoftCloud, Provider};
 pub use request::{ClientAuth, Grant, HttpRequest, TokenRequest};

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::diagnose::{self, Diagnosis};
 use crate::form;
 use crate::http::HttpResponse;
-use postern_common::Secret;
+use postern_common::{Secret, sanitize};
 
 /// Longest delay honoured from `Retry-After`: one hour.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -119,24 +119,33 @@ impl OAuthError {
 
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field is the endpoint's text: shown escaped and bounded.
         write!(
             f,
             "token endpoint error {} (HTTP {})",
-            self.error, self.status
+            sanitize(&self.error, 100),
+            self.status
         )?;
         if let Some(d) = &self.error_description {
             // Microsoft puts trace lines in the description: keep the first line.
-            write!(f, ": {}", d.lines().next().unwrap_or("").trim())?;
+            write!(
+                f,
+                ": {}",
+                sanitize(d.lines().next().unwrap_or("").trim(), 500)
+            )?;
         }
         if let Some(t) = &self.trace_id {
-            write!(f, " [trace id {t}")?;
+            write!(f, " [trace id {}", sanitize(t, 100))?;
             if let Some(c) = &self.correlation_id {
-                write!(f, ", correlation id {c}")?;
+                write!(f, ", correlation id {}", sanitize(c, 100))?;
             }
             f.write_str("]")?;
         }
         if let Some(d) = self.diagnosis() {
             write!(f, " ({}: {})", d.id, d.fix)?;
+        }
+        if let Some(link) = self.link() {
+            write!(f, " more: {}", sanitize(&link, 300))?;
         }
         Ok(())
     }
@@ -167,9 +176,14 @@ impl fmt::Display for ProtocolError {
             self.status
         )?;
         if let Some(ct) = &self.content_type {
-            write!(f, ", {ct}")?;
+            write!(f, ", {}", sanitize(ct, 100))?;
         }
-        write!(f, "): {}; body starts {:?}", self.reason, self.snippet)?;
+        write!(
+            f,
+            "): {}; body starts \"{}\"",
+            self.reason,
+            sanitize(&self.snippet, 200)
+        )?;
         if let Some(d) = &self.diagnosis {
             write!(f, " ({}: {})", d.id, d.fix)?;
         }

@@ -212,6 +212,36 @@ const TABLE: &[Row] = &[
     row(When::MailOrData, &[550, 554], None)
         .vendor(Vendor::Microsoft, Some("SendAsDenied"))
         .says("ms.smtp.send_as_denied", "sender address", SEND_AS),
+    row(When::Any, &[432], Some((4, 3, 2))).says(
+        "ms.smtp.concurrent_connections",
+        "connection limit",
+        "the mailbox has too many SMTP connections open at once (Exchange Online allows 3): \
+         send through fewer connections (postern's pool max_connections) and retry later",
+    ),
+    row(When::Envelope, &[554, 550], Some((5, 2, 0)))
+        .vendor(Vendor::Any, Some("SubmissionQuotaExceeded"))
+        .says(
+            "ms.smtp.recipient_quota_exceeded",
+            "sending limit",
+            "the mailbox reached its daily recipient limit (Exchange Online: 10,000 recipients \
+             a day): wait until the 24-hour window rolls over, or spread the mail over more mailboxes",
+        ),
+    row(When::Any, &[430, 432, 451], Some((4, 2, 0)))
+        .vendor(Vendor::Any, Some("MapiExceptionLogonFailed"))
+        .says(
+            "ms.smtp.mailbox_logon_failed",
+            "mailbox permission",
+            "Exchange could not open the mailbox for this login: grant the app or user FullAccess \
+             (`Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights FullAccess`) \
+             and check that user= is that mailbox; changes take up to an hour",
+        ),
+    row(When::Any, &[501], Some((5, 5, 127))).says(
+        "ms.smtp.token_lifetime_too_short",
+        "token refresh margin",
+        "the access token expires too soon for this service (Microsoft's High Volume Email needs \
+         tokens valid for at least 10 more minutes): refresh earlier (CacheConfig expiry_margin \
+         of 10 minutes or more)",
+    ),
     row(When::Envelope, &[552], None).says(
         "smtp.message.too_large",
         "message size",

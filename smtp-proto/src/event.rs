@@ -213,12 +213,13 @@ impl AuthFailure {
         diagnose(Context::Auth(self.mechanism), &self.reply)
     }
 
-    /// The challenge as text (lossy UTF-8), when there was one.
+    /// The challenge as text (lossy UTF-8, control and bidi characters
+    /// escaped, bounded), when there was one.
     #[must_use]
     pub fn challenge_text(&self) -> Option<String> {
         self.challenge
             .as_deref()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .map(|c| postern_common::sanitize_bytes(c, postern_common::SHOWN_CHARS))
     }
 }
 

@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use postern_common::{SHOWN_CHARS, sanitize};
+
 /// Limits of the reply parser. Every limit is checked as bytes arrive, so a server
 /// that never sends a line end still cannot make the parser hold more than
 /// `max_line_len + 1` bytes of a partial line.
@@ -280,8 +282,17 @@ impl Reply {
         }
     }
 
+    /// [`Reply::message`] made safe for a terminal or a log (control, bidi
+    /// and invisible format characters escaped, at most
+    /// [`postern_common::SHOWN_CHARS`] characters): what to print.
+    #[must_use]
+    pub fn printable(&self) -> String {
+        sanitize(&self.message(), SHOWN_CHARS)
+    }
+
     /// All line texts joined with a space, as lossy UTF-8, with the enhanced code
-    /// prefix of each line removed: the human message of the reply.
+    /// prefix of each line removed: the human message of the reply. It is the
+    /// server's text as sent; print [`Reply::printable`] instead.
     #[must_use]
     pub fn message(&self) -> String {
         let mut out = String::new();
@@ -361,13 +372,16 @@ impl fmt::Debug for Reply {
 }
 
 impl fmt::Display for Reply {
-    /// `535 5.7.8 text` with all lines joined by spaces (lossy UTF-8).
+    /// `535 5.7.8 text` with all lines joined by spaces (lossy UTF-8), made
+    /// safe for a terminal: control, bidi and invisible format characters
+    /// escaped, at most [`postern_common::SHOWN_CHARS`] characters.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
+        let mut text = String::new();
         for line in self.lines() {
-            write!(f, " {}", String::from_utf8_lossy(line))?;
+            text.push(' ');
+            text.push_str(&String::from_utf8_lossy(line));
         }
-        Ok(())
+        write!(f, "{}{}", self.code, sanitize(&text, SHOWN_CHARS))
     }
 }
 
@@ -409,7 +423,9 @@ pub enum ReplyError {
 impl fmt::Display for ReplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReplyError::Malformed { line } => write!(f, "malformed reply line {line:?}"),
+            ReplyError::Malformed { line } => {
+                write!(f, "malformed reply line \"{}\"", sanitize(line, 200))
+            }
             ReplyError::CodeMismatch { first, line } => write!(
                 f,
                 "reply line has code {line} but the reply started with {first}"

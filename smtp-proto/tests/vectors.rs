@@ -378,3 +378,46 @@ mod transcripts {
         assert_eq!(f.reply.code(), 535);
     }
 }
+
+/// The vectors that carry a context: the diagnosis and the verdict a
+/// correct client draws from the reply there.
+#[test]
+fn reply_vectors_give_their_diagnosis_and_verdict() {
+    use postern_smtp::diagnose::{Context, diagnose};
+    use postern_smtp::{Mechanism, ReplyParser};
+    let doc: Value = serde_json::from_str(REPLIES).expect("vectors are JSON");
+    let mut checked = 0;
+    for v in doc["vectors"].as_array().expect("vectors") {
+        let Some(context) = v["context"].as_str() else {
+            continue;
+        };
+        let context = match context {
+            "auth-xoauth2" => Context::Auth(Mechanism::XOAuth2),
+            "auth-login" => Context::Auth(Mechanism::Login),
+            "mail" => Context::Mail,
+            "rcpt" => Context::Rcpt,
+            "data" => Context::Data,
+            other => panic!("unknown context {other}"),
+        };
+        let raw = v["raw"].as_str().expect("raw");
+        let reply = ReplyParser::default()
+            .parse(raw.as_bytes())
+            .expect("a valid reply")
+            .1
+            .expect("a whole reply");
+        assert_eq!(
+            diagnose(context, &reply).map(|d| d.id),
+            v["expected_diagnosis"].as_str(),
+            "{raw}"
+        );
+        assert_eq!(
+            reply.is_transient(),
+            v["expected_transient"]
+                .as_bool()
+                .expect("expected_transient"),
+            "{raw}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} vectors with a context");
+}

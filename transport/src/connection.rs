@@ -229,7 +229,7 @@ impl<R: Runtime> Connection<R> {
             tracing::warn!(
                 mechanism = failure.mechanism.name(),
                 code = failure.reply.code(),
-                reply = %failure.reply.message(),
+                reply = %failure.reply.printable(),
                 kind = ?failure.kind,
                 "authentication failed"
             );

@@ -82,6 +82,17 @@ impl Error {
         }
     }
 
+    /// Where the provider explains the failure: the token endpoint's
+    /// `error_uri`, or Microsoft's error page for the AADSTS code, also when
+    /// postern has no diagnosis for it.
+    #[must_use]
+    pub fn link(&self) -> Option<String> {
+        match self {
+            Error::Token(e) => e.link(),
+            _ => self.diagnosis().and_then(|d| d.link),
+        }
+    }
+
     /// `true` when the same send may succeed later unchanged: a temporary
     /// (4xx) refusal, a timeout, a dropped connection, a token endpoint asking
     /// to retry. Each core judges its own failures.
@@ -138,7 +149,7 @@ impl fmt::Display for Error {
                     "authentication with {} failed: {} {}",
                     failure.mechanism.name(),
                     failure.reply.code(),
-                    failure.reply.message()
+                    failure.reply.printable()
                 )?;
                 if let Some(challenge) = failure.challenge_text() {
                     write!(f, " (server said {challenge})")?;
@@ -147,10 +158,10 @@ impl fmt::Display for Error {
             }
             Error::Token(e) => write!(f, "no access token: {e}"),
             Error::Rejected(report) => match report.decisive_reply() {
-                Some(r) => write!(f, "message refused: {} {}", r.code(), r.message()),
+                Some(r) => write!(f, "message refused: {} {}", r.code(), r.printable()),
                 None => f.write_str("message refused"),
             },
-            Error::Reply(r) => write!(f, "the server refused: {} {}", r.code(), r.message()),
+            Error::Reply(r) => write!(f, "the server refused: {} {}", r.code(), r.printable()),
             Error::Message(e) => write!(f, "reading the message failed: {e}"),
             Error::Shutdown => f.write_str("the transport was shut down"),
         }?;

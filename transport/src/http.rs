@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_oauth::{
-    FetchError, HttpLimits, HttpResponse, Outcome, ResponseParser, Secret, TokenResponse, classify,
+    CacheEvent, FetchError, HttpLimits, HttpResponse, Outcome, ResponseParser, Secret, TokenCache,
+    TokenResponse, classify,
 };
 
 use crate::error::Error;
 use crate::io::{read, write_all};
-use crate::oauth2::OAuth2;
+use crate::oauth2::{OAuth2, TokenGrant};
 use crate::runtime::{Runtime, until};
 use crate::tls::server_name;
 
@@ -43,18 +44,38 @@ pub(crate) async fn request_token<R: Runtime>(
     }
 }
 
-/// Fetches one access token for `oauth`, outside any cache: what a
-/// command-line `token` check or a set-up diagnosis needs (the whole
+/// Fetches one access token for `oauth`, outside the transport's cache:
+/// what a command-line `token` check or a set-up diagnosis needs (the whole
 /// response, lifetime included). Certificates are checked with `tls`.
+///
+/// A refresh token is redeemed once. When the server rotates it, the new
+/// one goes to [`OAuth2::on_refresh_token_rotated`] before this returns (a
+/// one-shot cache of the OAuth core decides, as for the transport), so the
+/// stored authorization never holds a token the server already retired.
 pub async fn fetch_token<R: Runtime>(
     rt: &R,
     tls: &crate::tls::TlsOptions,
     oauth: &OAuth2,
 ) -> Result<TokenResponse, Error> {
     let config = tls.client_config()?;
-    request_token(rt, &config, oauth, None)
-        .await
-        .map_err(Error::from)
+    let refresh = match &oauth.grant {
+        TokenGrant::RefreshToken(r) => Some(r.clone()),
+        _ => None,
+    };
+    let mut cache = TokenCache::new(oauth.cache, refresh);
+    let Some(fetch) = cache.lookup(rt.now()).fetch else {
+        return Err(Error::Config(
+            "the token cache asked for no fetch".to_owned(),
+        ));
+    };
+    let response = request_token(rt, &config, oauth, cache.refresh_token()).await?;
+    cache.handle_token(rt.now(), fetch, response.clone());
+    while let Some(event) = cache.poll_event() {
+        if let (CacheEvent::RefreshTokenRotated(new), Some(hook)) = (event, &oauth.on_rotation) {
+            hook(new);
+        }
+    }
+    Ok(response)
 }
 
 /// One HTTP/1.1 exchange with an OAuth2 endpoint (token, device
