@@ -29,6 +29,12 @@ pub(crate) struct AuthorizeArgs {
     /// to (the page will not load; copy it from the address bar).
     #[arg(long)]
     paste: bool,
+    /// The redirect URI registered for the app when it is a web address
+    /// (`https://app.example.com/oauth2/callback`): print the sign-in URL,
+    /// then paste the address the browser ended on, or only the code. Use
+    /// it with the app's client secret; PKCE is always used.
+    #[arg(long, value_name = "URI", conflicts_with_all = ["device", "listen_port"])]
+    redirect_uri: Option<String>,
     /// Loopback port for the redirect listener [default: any free port].
     #[arg(long, default_value_t = 0)]
     listen_port: u16,
@@ -154,7 +160,14 @@ async fn code_flow(
 ) -> Result<postern_oauth::TokenResponse, Failure> {
     let pkce = Pkce::from_random(setup::random::<32>()?);
     let state = postern_oauth::pkce::random_token(setup::random::<16>()?);
-    let listener = if args.paste {
+    if let Some(uri) = &args.redirect_uri
+        && !(uri.starts_with("https://") || uri.starts_with("http://"))
+    {
+        return Err(usage(format!(
+            "--redirect-uri {uri:?} must be the absolute http(s) address registered for the app"
+        )));
+    }
+    let listener = if args.paste || args.redirect_uri.is_some() {
         None
     } else {
         Some(
@@ -163,12 +176,13 @@ async fn code_flow(
                 .map_err(|e| usage(format!("cannot listen on 127.0.0.1: {e}")))?,
         )
     };
-    let redirect_uri = match &listener {
-        Some(l) => format!(
+    let redirect_uri = match (&args.redirect_uri, &listener) {
+        (Some(uri), _) => uri.clone(),
+        (None, Some(l)) => format!(
             "http://127.0.0.1:{}/",
             l.local_addr().map_err(|e| usage(e.to_string()))?.port()
         ),
-        None => "http://localhost/".to_owned(),
+        (None, None) => "http://localhost/".to_owned(),
     };
     let request = AuthorizationRequest {
         endpoint: authorize.to_owned(),
@@ -195,7 +209,7 @@ async fn code_flow(
             receive_redirect(l).await?
         }
         None => {
-            eprint!("Paste the address the browser ended on: ");
+            eprint!("Paste the address the browser ended on (or only the code): ");
             let _ = std::io::stderr().flush();
             let mut line = String::new();
             std::io::stdin()
@@ -205,11 +219,18 @@ async fn code_flow(
             line
         }
     };
-    let code = parse_redirect(&redirect, &state).map_err(|e| Failure {
-        class: Class::Auth,
-        message: e.to_string(),
-        error: None,
-    })?;
+    let pasted = redirect.trim();
+    let code = if !pasted.is_empty() && !pasted.contains(['=', '?', '/', ' ']) {
+        // Only the code was pasted: there is no state to check, and the
+        // code came from the admin's own browser.
+        Secret::new(pasted)
+    } else {
+        parse_redirect(&redirect, &state).map_err(|e| Failure {
+            class: Class::Auth,
+            message: e.to_string(),
+            error: None,
+        })?
+    };
     let mut req = TokenRequest::new(
         token_endpoint,
         client_id,

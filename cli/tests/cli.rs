@@ -884,3 +884,116 @@ fn peer_text_is_escaped_on_the_terminal() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The value of `key` in the query of `url` (percent-decoding not needed
+/// for the test peers' values).
+fn query_value(url: &str, key: &str) -> String {
+    url.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap()
+        .to_owned()
+}
+
+/// A web redirect URI as registered in the guides, with the app's client
+/// secret and PKCE: the admin pastes the address the browser ended on, or
+/// only the code.
+#[test]
+fn authorize_with_a_web_redirect_uri() {
+    let p = peers("web-redirect", None, &[]);
+    const WEB: &str = "https://app.example.com/oauth2/custom-smtp-token";
+    let web_child = |store: &Path| {
+        let url = p.token_server.url();
+        let authorize = p.token_server.authorize_url();
+        Command::new(BIN)
+            .args([
+                "authorize",
+                "--provider",
+                "generic",
+                "--token-url",
+                &url,
+                "--authorize-url",
+                &authorize,
+                "--allow-http-token-url",
+                "--client-id",
+                "app",
+                "--client-secret-env",
+                "S",
+                "--scope",
+                "mail offline_access",
+                "--redirect-uri",
+                WEB,
+                "--refresh-token-file",
+                store.to_str().unwrap(),
+            ])
+            .env_clear()
+            .env("S", "app~secret")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // The whole address the browser ended on.
+    let store = p.dir.join("rt-web");
+    let mut child = web_child(&store);
+    let url = read_url(&mut child);
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    assert!(
+        url.contains("redirect_uri=https%3A%2F%2Fapp.example.com"),
+        "{url}"
+    );
+    let landed = get_location(&url).unwrap();
+    assert!(landed.starts_with(&format!("{WEB}?code=")), "{landed}");
+    writeln!(child.stdin.take().unwrap(), "{landed}").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_stored(&store);
+
+    // Only the code.
+    let store = p.dir.join("rt-code");
+    let mut child = web_child(&store);
+    let landed = get_location(&read_url(&mut child)).unwrap();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "{}",
+        query_value(&landed, "code")
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_stored(&store);
+
+    // The provider redirected with an error (AADSTS50011, a redirect URI
+    // mismatch): the command ends at once with the error and its escaped
+    // description.
+    let store = p.dir.join("rt-error");
+    let mut child = web_child(&store);
+    let state = query_value(&read_url(&mut child), "state");
+    writeln!(
+        child.stdin.take().unwrap(),
+        "{WEB}?error=invalid_request&error_description=AADSTS50011%3A+The+redirect+URI+does+not+match%1B%5B2J&state={state}"
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    assert!(!store.exists());
+}
+
+/// An error redirect to the loopback listener ends the command at once.
+#[test]
+fn authorize_error_redirect_on_the_loopback_listener() {
+    let p = peers("loopback-error", None, &[]);
+    let store = p.dir.join("refresh-token");
+    let mut child = authorize_child(&p, &store, &[]);
+    let url = read_url(&mut child);
+    let redirect_uri = query_value(&url, "redirect_uri")
+        .replace("%3A", ":")
+        .replace("%2F", "/");
+    let state = query_value(&url, "state");
+    get_location(&format!(
+        "{redirect_uri}?error=access_denied&error_description=consent+refused&state={state}"
+    ));
+    let started = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(o.status.code(), Some(4));
+    assert!(!store.exists());
+}
