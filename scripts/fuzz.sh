@@ -17,6 +17,7 @@ cargo +nightly fuzz build -O >/dev/null 2>&1 || cargo +nightly fuzz build -O
 for target in $(cargo +nightly fuzz list); do
   case "$target" in
     http_response|token_response|token_cache|redirect) dict=dict/http.dict ;;
+    jsobject) dict=dict/js.dict ;;
     *) dict=dict/smtp.dict ;;
   esac
   mkdir -p "corpus/$target" "seeds/$target"

@@ -252,89 +252,213 @@ fn load_profile(path: &Path, name: &str) -> Result<Settings, Failure> {
     })
 }
 
-/// Reads a nodemailer transport options block:
-/// `{host, port, secure, auth: {user, pass?}, oauth2: {host, grantType,
-/// clientId, clientSecret, scope}}`. Secrets must be `"env:VAR"`.
+/// Reads a nodemailer transport block: JSON, or the JavaScript object
+/// literal of a `local.js` / `config.js` as a product guide writes it
+/// (`mail: { smtp: { type: 'oauth2', host, port, auth: { user }, oauth2: {
+/// host, grantType, clientId, clientSecret, scope } } }`, with
+/// `process.env.NAME` values and template literals). Values from the
+/// environment are read now, for any field; secrets (`pass`, `clientSecret`,
+/// `accessToken`) must come from the environment (`process.env.NAME` or
+/// `"env:NAME"`) and are only named here. A Microsoft or Google token URL
+/// selects that provider (tenant and cloud from the URL), so its checks run.
+/// Keys postern does not use are reported.
 pub(crate) fn nodemailer(path: &Path) -> Result<Settings, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?;
-    let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-    let secret_env = |v: &serde_json::Value, k: &str| -> Result<Option<String>, Failure> {
-        match s(v, k) {
-            None => Ok(None),
-            Some(x) => match x.strip_prefix("env:") {
+    use postern_config::js;
+    use serde_json::Value;
+    let where_ = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {where_}: {e}")))?;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let root = js::parse(&text, &env).map_err(|e| usage(format!("{where_}: {e}")))?;
+    let mut unused: Vec<String> = Vec::new();
+    let mut check_keys = |v: &Value, at: &str, known: &[&str]| {
+        if let Some(m) = v.as_object() {
+            for k in m.keys().filter(|k| !known.contains(&k.as_str())) {
+                unused.push(format!("{at}{k}"));
+            }
+        }
+    };
+    // The guides nest the transport as `mail.smtp`, with `mail.from`.
+    let (mail, mail_at) = match root.get("mail").filter(|m| m.is_object()) {
+        Some(m) => {
+            check_keys(&root, "", &["mail"]);
+            (m, "mail.")
+        }
+        None => (&root, ""),
+    };
+    let (smtp, smtp_at) = match mail.get("smtp").filter(|m| m.is_object()) {
+        Some(s) => {
+            check_keys(mail, mail_at, &["smtp", "from"]);
+            (s, format!("{mail_at}smtp."))
+        }
+        None => (mail, mail_at.to_owned()),
+    };
+    check_keys(
+        smtp,
+        &smtp_at,
+        &[
+            "host",
+            "port",
+            "secure",
+            "requireTLS",
+            "ignoreTLS",
+            "auth",
+            "oauth2",
+            "type",
+            "name",
+            "from",
+        ],
+    );
+    let null = Value::Null;
+    let auth = smtp.get("auth").unwrap_or(&null);
+    let oauth = smtp.get("oauth2").unwrap_or(auth);
+    check_keys(
+        auth,
+        &format!("{smtp_at}auth."),
+        &[
+            "user",
+            "pass",
+            "type",
+            "clientId",
+            "clientSecret",
+            "refreshToken",
+            "accessToken",
+            "accessUrl",
+            "scope",
+            "expires",
+        ],
+    );
+    if smtp.get("oauth2").is_some() {
+        check_keys(
+            oauth,
+            &format!("{smtp_at}oauth2."),
+            &[
+                "host",
+                "accessUrl",
+                "grantType",
+                "clientId",
+                "clientSecret",
+                "scope",
+                "user",
+                "accessToken",
+                "refreshToken",
+            ],
+        );
+    }
+    // A value for a field that is not a secret: the environment is read now.
+    let text = |v: &Value, k: &str| -> Result<Option<String>, Failure> {
+        let Some(raw) = v.get(k) else { return Ok(None) };
+        match js::resolve(raw, &env) {
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Null) => Ok(None),
+            Some(other) => Err(usage(format!("{where_}: {k} must be text, not {other}"))),
+            None => Err(usage(format!(
+                "{where_}: {k} reads an environment variable that is not set ({})",
+                raw.as_str().unwrap_or("")
+            ))),
+        }
+    };
+    let flag = |k: &str| -> Result<bool, Failure> {
+        match smtp.get(k).and_then(|raw| js::resolve(raw, &env)) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(b),
+            Some(Value::String(s)) => Ok(s == "true"),
+            Some(other) => Err(usage(format!(
+                "{where_}: {k} must be true or false, not {other}"
+            ))),
+        }
+    };
+    // A secret: only the name of the variable that holds it.
+    let secret_env = |v: &Value, k: &str| -> Result<Option<String>, Failure> {
+        match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => match s.strip_prefix("env:") {
                 Some(var) => Ok(Some(var.to_owned())),
                 None => Err(usage(format!(
-                    "{}: {k} holds a literal secret; write \"env:VARIABLE\" and export the secret in that variable",
-                    path.display()
+                    "{where_}: {k} holds a literal secret; write process.env.VARIABLE (or \"env:VARIABLE\") and export the secret in that variable"
                 ))),
             },
+            Some(_) => Err(usage(format!(
+                "{where_}: {k} must come from the environment (process.env.VARIABLE)"
+            ))),
         }
     };
     let mut out = Settings {
-        host: s(&v, "host"),
-        port: v
-            .get("port")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok()),
+        host: text(smtp, "host")?,
+        port: match text(smtp, "port")? {
+            Some(p) => Some(
+                p.parse()
+                    .map_err(|_| usage(format!("{where_}: port {p:?} is not a port number")))?,
+            ),
+            None => None,
+        },
+        ehlo_name: text(smtp, "name")?,
+        from: match text(mail, "from")? {
+            Some(f) => Some(f),
+            None => text(smtp, "from")?,
+        },
         ..Settings::default()
     };
-    let secure = v
-        .get("secure")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let ignore_tls = v
-        .get("ignoreTLS")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    out.tls = Some(if secure {
+    out.tls = Some(if flag("secure")? {
         Security::ImplicitTls
-    } else if ignore_tls {
+    } else if flag("ignoreTLS")? {
         Security::Plaintext
-    } else if v
-        .get("requireTLS")
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false)
-    {
+    } else if flag("requireTLS")? {
         Security::StartTls
     } else {
         Security::StartTlsOpportunistic
     });
-    let null = serde_json::Value::Null;
-    let auth = v.get("auth").unwrap_or(&null);
-    out.user = s(auth, "user");
+    out.user = text(auth, "user")?.or(text(oauth, "user")?);
     out.password_env = secret_env(auth, "pass")?;
-    // nodemailer puts OAuth2 settings either in `auth` (type: "OAuth2") or
-    // in a separate `oauth2` block.
-    let oauth = v.get("oauth2").unwrap_or(auth);
-    if oauth.get("clientId").is_some()
-        || s(auth, "type").is_some_and(|t| t.eq_ignore_ascii_case("oauth2"))
-    {
-        out.client_id = s(oauth, "clientId");
+    // nodemailer puts OAuth2 settings in `auth` (type: "OAuth2"), in a
+    // separate `oauth2` block, or names the type on the transport.
+    let is_oauth = |v: &Value| {
+        v.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("oauth2"))
+    };
+    if oauth.get("clientId").is_some() || is_oauth(auth) || is_oauth(smtp) {
+        out.client_id = text(oauth, "clientId")?;
         out.client_secret_env = secret_env(oauth, "clientSecret")?;
-        out.token_url = s(oauth, "host").or_else(|| s(oauth, "accessUrl"));
-        out.scope = s(oauth, "scope");
-        out.provider = Some(ProviderKind::Generic);
+        out.scope = text(oauth, "scope")?;
+        let token_url = text(oauth, "host")?.or(text(oauth, "accessUrl")?);
+        match token_url.as_deref().map(postern_oauth::Provider::recognize) {
+            Some(Some(postern_oauth::Provider::Microsoft { tenant, cloud })) => {
+                out.provider = Some(ProviderKind::Microsoft);
+                out.tenant = Some(tenant);
+                out.cloud = Some(cloud.name().to_owned());
+            }
+            Some(Some(postern_oauth::Provider::Google)) => {
+                out.provider = Some(ProviderKind::Google)
+            }
+            _ => {
+                out.provider = Some(ProviderKind::Generic);
+                out.token_url = token_url;
+            }
+        }
         if let Some(var) = secret_env(oauth, "accessToken")? {
             out.token_env = Some(var);
         }
-        if s(oauth, "refreshToken").is_some() {
+        if oauth.get("refreshToken").is_some() {
             return Err(usage(format!(
-                "{}: refreshToken: store it in a file and use --refresh-token-file",
-                path.display()
+                "{where_}: refreshToken: store it in a file and use --refresh-token-file"
             )));
         }
         out.auth = Some(AuthMode::Xoauth2);
-        if let Some(g) = s(oauth, "grantType")
+        if let Some(g) = text(oauth, "grantType")?
             && g != "client_credentials"
         {
             return Err(usage(format!(
-                "{}: grantType {g:?} is not supported here (client_credentials is)",
-                path.display()
+                "{where_}: grantType {g:?} is not supported here (client_credentials is)"
             )));
         }
+    }
+    if !unused.is_empty() {
+        eprintln!(
+            "warning: {where_}: not used by postern: {}",
+            unused.join(", ")
+        );
     }
     Ok(out)
 }

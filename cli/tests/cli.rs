@@ -997,3 +997,99 @@ fn authorize_error_redirect_on_the_loopback_listener() {
     assert_eq!(o.status.code(), Some(4));
     assert!(!store.exists());
 }
+
+/// The nodemailer block of a product guide (`mail.smtp` in its `local.js`),
+/// taken verbatim: process.env values, a template literal, single quotes,
+/// trailing commas, the `mail: { smtp: ... }` nesting. The Microsoft token
+/// URL selects the Microsoft provider with the tenant from the environment.
+#[test]
+fn nodemailer_block_from_the_guide_verbatim() {
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guides/syca-local.js");
+    let env = [
+        ("TAS_SMTP_AUTH_USER", "sender@example.com"),
+        ("TAS_SMTP_OAUTH_TENANT_ID", "contoso.onmicrosoft.com"),
+        ("TAS_SMTP_OAUTH_CLIENT_SECRET", "app~secret"),
+        ("TAS_SMTP_OAUTH_CLIENT_ID", "app"),
+    ];
+    // As written: the configuration step names Exchange Online and the
+    // tenant's token URL (there is no network here, so the token request
+    // itself fails and names its step).
+    let o = postern(&["diagnose", "--nodemailer", guide], &env);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("[ ok ] 1. configuration: smtp.office365.com, OAuth2 token from https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"),
+        "{out}{}",
+        text(&o.stderr)
+    );
+    assert!(out.contains("[FAIL] 2. token request"), "{out}");
+    assert!(!text(&o.stderr).contains("not used"), "{}", text(&o.stderr));
+
+    // The same block against the loopback peers (flags win over the block):
+    // a message goes through with the block's user, client id and secret.
+    let p = peers("nodemailer-guide", None, &[]);
+    let token_url = p.token_server.url();
+    let port = p.port();
+    let o = postern(
+        &[
+            "send",
+            "--nodemailer",
+            guide,
+            "--host",
+            "localhost",
+            "--port",
+            &port,
+            "--ca-file",
+            p.ca(),
+            "--tls",
+            "starttls",
+            "--provider",
+            "generic",
+            "--token-url",
+            &token_url,
+            "--allow-http-token-url",
+            "--scope",
+            "mail",
+            "--from",
+            "sender@example.com",
+            "--to",
+            "rcpt@example.com",
+        ],
+        &env,
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(p.smtp.messages().len(), 1);
+    assert_eq!(p.smtp.auths()[0].user, "sender@example.com");
+
+    // A key postern does not use is reported, and an unset variable named.
+    let dir = temp_dir("nodemailer-keys");
+    let file = dir.join("local.js");
+    std::fs::write(
+        &file,
+        "module.exports = { mail: { smtp: { host: process.env.NOPE_HOST, pool: true, port: 587 } } };",
+    )
+    .unwrap();
+    let o = postern(
+        &[
+            "send",
+            "--nodemailer",
+            file.to_str().unwrap(),
+            "--to",
+            "a@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(text(&o.stderr).contains("NOPE_HOST"), "{}", text(&o.stderr));
+    std::fs::write(
+        &file,
+        "module.exports = { mail: { smtp: { host: 'h', pool: true, port: 587 } } };",
+    )
+    .unwrap();
+    let o = postern(&["token", "--nodemailer", file.to_str().unwrap()], &[]);
+    assert!(
+        text(&o.stderr).contains("not used by postern: mail.smtp.pool"),
+        "{}",
+        text(&o.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -605,3 +605,27 @@ pub fn redirect(data: &[u8]) {
         }
     }
 }
+
+/// The nodemailer object-literal reader: never panics, stays within its
+/// bounds, and whatever it reads survives a round trip through JSON (JSON
+/// is a subset of what it reads), with errors that name a place inside the
+/// text.
+pub fn jsobject(data: &[u8]) {
+    use postern_config::js::{MAX_INPUT, parse};
+    let text = String::from_utf8_lossy(data);
+    let env = |name: &str| (name.len() % 2 == 0).then(|| format!("v-{name}"));
+    match parse(&text, &env) {
+        Ok(value) => {
+            assert!(text.len() <= MAX_INPUT);
+            let json = serde_json::to_string(&value).expect("a JSON value serializes");
+            let again = parse(&json, &env).expect("JSON is readable");
+            assert_eq!(again, value, "round trip through {json}");
+        }
+        Err(e) => {
+            let lines = text.split('\n').count();
+            assert!(e.line >= 1 && e.line <= lines.max(1), "{e} in {lines} lines");
+            assert!(e.column >= 1);
+            assert!(!e.message.is_empty());
+        }
+    }
+}

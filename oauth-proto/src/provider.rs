@@ -48,6 +48,16 @@ impl MicrosoftCloud {
         }
     }
 
+    /// The name [`MicrosoftCloud::from_name`] reads: `global`, `usgov`, `china`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            MicrosoftCloud::Global => "global",
+            MicrosoftCloud::UsGovernment => "usgov",
+            MicrosoftCloud::China => "china",
+        }
+    }
+
     /// Parses `global`, `us`/`usgov`/`gcchigh`, `china`/`cn`.
     #[must_use]
     pub fn from_name(name: &str) -> Option<MicrosoftCloud> {
@@ -102,6 +112,33 @@ pub struct Endpoints {
 }
 
 impl Provider {
+    /// The provider a token URL belongs to: Microsoft (with its tenant and
+    /// cloud) for `https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token`
+    /// and the other clouds' hosts, Google for its token URL, `None` for any
+    /// other (a generic server).
+    #[must_use]
+    pub fn recognize(token_url: &str) -> Option<Provider> {
+        let rest = token_url.trim().strip_prefix("https://")?;
+        let (host, path) = rest.split_once('/')?;
+        let host = host.to_ascii_lowercase();
+        if host == "oauth2.googleapis.com" || host == "accounts.google.com" {
+            return Some(Provider::Google);
+        }
+        let cloud = [
+            MicrosoftCloud::Global,
+            MicrosoftCloud::UsGovernment,
+            MicrosoftCloud::China,
+        ]
+        .into_iter()
+        .find(|c| c.authority_host() == host)?;
+        let (tenant, rest) = path.split_once('/')?;
+        let version_ok = rest.trim_end_matches('/') == "oauth2/v2.0/token";
+        (version_ok && !tenant.is_empty()).then(|| Provider::Microsoft {
+            tenant: tenant.to_owned(),
+            cloud,
+        })
+    }
+
     /// The endpoints.
     #[must_use]
     pub fn endpoints(&self) -> Endpoints {
@@ -170,6 +207,34 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_urls_are_recognized() {
+        assert_eq!(
+            Provider::recognize("https://login.microsoftonline.com/contoso/oauth2/v2.0/token"),
+            Some(Provider::Microsoft {
+                tenant: "contoso".into(),
+                cloud: MicrosoftCloud::Global
+            })
+        );
+        assert_eq!(
+            Provider::recognize("https://login.microsoftonline.us/t/oauth2/v2.0/token"),
+            Some(Provider::Microsoft {
+                tenant: "t".into(),
+                cloud: MicrosoftCloud::UsGovernment
+            })
+        );
+        assert_eq!(
+            Provider::recognize("https://oauth2.googleapis.com/token"),
+            Some(Provider::Google)
+        );
+        assert_eq!(Provider::recognize("https://idp.example.com/token"), None);
+        assert_eq!(
+            Provider::recognize("https://login.microsoftonline.com/t/oauth2/token"),
+            None,
+            "the v1 endpoint is not the one postern builds"
+        );
+    }
 
     #[test]
     fn presets() {
