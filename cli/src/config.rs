@@ -6,13 +6,21 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use postern_tokio::Security;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fail::{Failure, usage};
 
 /// Parses a TLS mode flag or profile value into the one TLS policy type.
 fn parse_security(s: &str) -> Result<Security, String> {
     s.parse::<Security>().map_err(|e| e.to_string())
+}
+
+/// Writes the TLS policy as its name (for merging settings).
+fn ser_security<S: serde::Serializer>(v: &Option<Security>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(p) => s.serialize_some(p.name()),
+        None => s.serialize_none(),
+    }
 }
 
 /// Deserializes a profile's `tls = "..."` into the one TLS policy type.
@@ -23,7 +31,7 @@ fn de_security<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Security
 }
 
 /// The SASL mechanism.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum AuthMode {
     /// No AUTH.
@@ -41,7 +49,7 @@ pub(crate) enum AuthMode {
 }
 
 /// Where OAuth2 tokens come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum ProviderKind {
     /// Microsoft Entra ID (Exchange Online).
@@ -55,7 +63,7 @@ pub(crate) enum ProviderKind {
 /// Connection, authentication and OAuth2 settings shared by `send`, `token`
 /// and `diagnose`. Every flag can also come from the environment variable
 /// shown, or from a profile in the config file.
-#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[derive(Args, Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Settings {
     /// Config file with [profiles.NAME] tables.
@@ -66,13 +74,15 @@ pub(crate) struct Settings {
     #[arg(long, short = 'P', env = "POSTERN_PROFILE")]
     #[serde(skip)]
     pub(crate) profile: Option<String>,
-    /// Read settings from a nodemailer transport JSON block (secrets as
-    /// "env:VAR").
-    #[arg(long, value_name = "FILE")]
+    /// Read settings from a nodemailer transport block: JSON, or a
+    /// `local.js` object literal as a product guide writes it (secrets from
+    /// process.env).
+    #[arg(long, value_name = "FILE", env = "POSTERN_NODEMAILER")]
     #[serde(skip)]
     pub(crate) nodemailer: Option<PathBuf>,
 
-    /// SMTP server host name.
+    /// SMTP server host name [default: the provider's, smtp.office365.com
+    /// or smtp.gmail.com].
     #[arg(long, env = "POSTERN_HOST")]
     pub(crate) host: Option<String>,
     /// SMTP port [default: 465 implicit, 587 starttls, 25 none].
@@ -81,17 +91,17 @@ pub(crate) struct Settings {
     /// TLS mode: implicit, starttls, starttls-opportunistic or none
     /// [default: starttls].
     #[arg(long, env = "POSTERN_TLS", value_name = "MODE", value_parser = parse_security)]
-    #[serde(deserialize_with = "de_security")]
+    #[serde(deserialize_with = "de_security", serialize_with = "ser_security")]
     pub(crate) tls: Option<Security>,
     /// Extra trusted root certificates (PEM), e.g. a company CA.
     #[arg(long, value_name = "PEM", env = "POSTERN_CA_FILE")]
     pub(crate) ca_file: Option<PathBuf>,
     /// DANGEROUS: accept any server certificate (expired, self-signed, for
     /// another host). Anyone on the path can read the credentials.
-    #[arg(long)]
+    #[arg(long, env = "POSTERN_DANGEROUS_ACCEPT_INVALID_CERTS")]
     pub(crate) dangerous_accept_invalid_certs: bool,
     /// Name sent in EHLO [default: [127.0.0.1]].
-    #[arg(long)]
+    #[arg(long, env = "POSTERN_EHLO_NAME")]
     pub(crate) ehlo_name: Option<String>,
 
     /// SASL mechanism [default: auto].
@@ -101,20 +111,20 @@ pub(crate) struct Settings {
     #[arg(long, env = "POSTERN_USER")]
     pub(crate) user: Option<String>,
     /// Environment variable holding the password.
-    #[arg(long, value_name = "VAR")]
+    #[arg(long, value_name = "VAR", env = "POSTERN_PASSWORD_ENV")]
     pub(crate) password_env: Option<String>,
     /// File holding the password.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "POSTERN_PASSWORD_FILE")]
     pub(crate) password_file: Option<PathBuf>,
     /// Ask for the password on the terminal.
     #[arg(long)]
     #[serde(skip)]
     pub(crate) password_prompt: bool,
     /// Environment variable holding an access token obtained elsewhere.
-    #[arg(long, value_name = "VAR")]
+    #[arg(long, value_name = "VAR", env = "POSTERN_TOKEN_ENV")]
     pub(crate) token_env: Option<String>,
     /// File holding an access token obtained elsewhere.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "POSTERN_TOKEN_FILE")]
     pub(crate) token_file: Option<PathBuf>,
 
     /// OAuth2 provider.
@@ -130,21 +140,21 @@ pub(crate) struct Settings {
     #[arg(long, env = "POSTERN_CLIENT_ID")]
     pub(crate) client_id: Option<String>,
     /// Environment variable holding the client secret (its value, not its id).
-    #[arg(long, value_name = "VAR")]
+    #[arg(long, value_name = "VAR", env = "POSTERN_CLIENT_SECRET_ENV")]
     pub(crate) client_secret_env: Option<String>,
     /// File holding the client secret.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "POSTERN_CLIENT_SECRET_FILE")]
     pub(crate) client_secret_file: Option<PathBuf>,
     /// Send the client secret in HTTP Basic instead of the form body.
-    #[arg(long)]
+    #[arg(long, env = "POSTERN_CLIENT_SECRET_BASIC")]
     pub(crate) client_secret_basic: bool,
     /// Certificate credential: the private key (PKCS #8 PEM, RSA) whose
     /// certificate is uploaded to the app registration.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", env = "POSTERN_CERTIFICATE_KEY")]
     pub(crate) certificate_key: Option<PathBuf>,
     /// Certificate credential: the certificate's SHA-1 thumbprint (hex, as
     /// Entra shows it).
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", env = "POSTERN_CERTIFICATE_THUMBPRINT")]
     pub(crate) certificate_thumbprint: Option<String>,
     /// Scope [default: the provider's mail scope].
     #[arg(long, env = "POSTERN_SCOPE")]
@@ -160,51 +170,71 @@ pub(crate) struct Settings {
     #[arg(long, value_name = "FILE", env = "POSTERN_REFRESH_TOKEN_FILE")]
     pub(crate) refresh_token_file: Option<PathBuf>,
     /// Allow an http:// token URL on a loopback address (test servers).
-    #[arg(long)]
+    #[arg(long, env = "POSTERN_ALLOW_HTTP_TOKEN_URL")]
     pub(crate) allow_http_token_url: bool,
 
     /// Timeout for every phase, seconds [default: RFC 5321's per phase].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "POSTERN_TIMEOUT")]
     pub(crate) timeout: Option<u64>,
     /// Connect timeout, seconds [default: 30].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "POSTERN_CONNECT_TIMEOUT")]
     pub(crate) connect_timeout: Option<u64>,
     /// AUTH timeout, seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "POSTERN_AUTH_TIMEOUT")]
     pub(crate) auth_timeout: Option<u64>,
     /// End-of-data timeout, seconds [default: 600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "POSTERN_DATA_TIMEOUT")]
     pub(crate) data_timeout: Option<u64>,
 
     /// Envelope sender and From address.
     #[arg(long, env = "POSTERN_FROM")]
     pub(crate) from: Option<String>,
-}
-
-macro_rules! fill {
-    ($dst:ident, $src:ident; $($field:ident),*) => {
-        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )*
-    };
+    /// Display name for From, in messages postern builds.
+    #[arg(long, env = "POSTERN_FROM_NAME")]
+    pub(crate) from_name: Option<String>,
+    /// Reply-To address, in messages postern builds.
+    #[arg(long, env = "POSTERN_REPLY_TO")]
+    pub(crate) reply_to: Option<String>,
+    /// DANGEROUS: send credentials without TLS. Accepted only for a
+    /// loopback address (a local submission proxy).
+    #[arg(long, env = "POSTERN_DANGEROUS_ALLOW_CREDENTIALS_WITHOUT_TLS")]
+    pub(crate) dangerous_allow_credentials_without_tls: bool,
 }
 
 impl Settings {
-    /// Fills what flags and environment left unset from `other`.
-    fn fill_from(&mut self, other: &Settings) {
-        fill!(self, other; host, port, tls, ca_file, ehlo_name, auth, user, password_env,
-            password_file, token_env, token_file, provider, tenant, cloud, client_id,
-            client_secret_env, client_secret_file, certificate_key, certificate_thumbprint,
-            scope, token_url, authorize_url, refresh_token_file, timeout, connect_timeout,
-            auth_timeout, data_timeout, from);
-        self.dangerous_accept_invalid_certs |= other.dangerous_accept_invalid_certs;
-        self.client_secret_basic |= other.client_secret_basic;
-        self.allow_http_token_url |= other.allow_http_token_url;
+    /// Fills what flags and environment left unset from `other`: every
+    /// setting that is unset here (or a switch that is off) takes `other`'s.
+    /// Generic over the fields, so a new setting cannot be missed.
+    fn fill_from(&mut self, other: &Settings) -> Result<(), Failure> {
+        let bad = |e: serde_json::Error| usage(format!("merging settings: {e}"));
+        let mut mine = serde_json::to_value(&*self).map_err(bad)?;
+        let theirs = serde_json::to_value(other).map_err(bad)?;
+        if let (Some(mine), Some(theirs)) = (mine.as_object_mut(), theirs.as_object()) {
+            for (key, value) in theirs {
+                let unset = matches!(
+                    mine.get(key),
+                    None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false))
+                );
+                if unset {
+                    mine.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let mut merged: Settings = serde_json::from_value(mine).map_err(bad)?;
+        // Not settings of a profile: kept from the command line.
+        merged.config = self.config.take();
+        merged.profile = self.profile.take();
+        merged.nodemailer = self.nodemailer.take();
+        merged.password_prompt = self.password_prompt;
+        *self = merged;
+        Ok(())
     }
 
     /// Applies the profile and the nodemailer block, if any.
     pub(crate) fn resolve(mut self) -> Result<Settings, Failure> {
         if let Some(path) = self.nodemailer.clone() {
             let other = nodemailer(&path)?;
-            self.fill_from(&other);
+            self.fill_from(&other)?;
         }
         let path = match &self.config {
             Some(p) => Some(p.clone()),
@@ -217,7 +247,40 @@ impl Settings {
                 )));
             };
             let profile = load_profile(&path, &name)?;
-            self.fill_from(&profile);
+            self.fill_from(&profile)?;
+        }
+        // Microsoft and Google have one submission server each: with no
+        // host given, theirs (and its TLS mode).
+        if self.host.is_none() {
+            let provider = match self.provider {
+                Some(ProviderKind::Microsoft) => Some(postern_oauth::Provider::Microsoft {
+                    tenant: String::new(),
+                    cloud: self
+                        .cloud
+                        .as_deref()
+                        .and_then(postern_oauth::MicrosoftCloud::from_name)
+                        .unwrap_or_default(),
+                }),
+                Some(ProviderKind::Google) => Some(postern_oauth::Provider::Google),
+                _ => None,
+            };
+            if let Some((host, port, implicit)) = provider
+                .as_ref()
+                .and_then(postern_oauth::Provider::submission_server)
+            {
+                self.host = Some(host.to_owned());
+                if self.tls.is_none() {
+                    let mode = if implicit {
+                        Security::ImplicitTls
+                    } else {
+                        Security::StartTls
+                    };
+                    self.tls = Some(mode);
+                    if self.port.is_none() && mode.default_port() != port {
+                        self.port = Some(port);
+                    }
+                }
+            }
         }
         Ok(self)
     }
@@ -493,4 +556,133 @@ pub(crate) fn secret(
         return Ok(Some(v));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    /// Not settings: where settings come from, and the interactive prompt.
+    const META: &[&str] = &["config", "profile", "nodemailer", "password_prompt"];
+
+    /// The settings table: flag, environment variable, profile key, meaning.
+    fn table() -> Vec<(String, String, String, String)> {
+        let keys = serde_json::to_value(Settings::default()).unwrap();
+        Wrapper::command()
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .map(|a| {
+                let id = a.get_id().as_str().to_owned();
+                let env = a
+                    .get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let key = if keys.get(&id).is_some() {
+                    id.clone()
+                } else {
+                    String::new()
+                };
+                let help = a
+                    .get_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default()
+                    .replace('\n', " ")
+                    .replace('|', "\\|");
+                (format!("--{}", id.replace('_', "-")), env, key, help)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_setting_has_a_flag_an_env_var_and_a_profile_key() {
+        for (flag, env, key, _) in table() {
+            let id = flag.trim_start_matches("--").replace('-', "_");
+            assert!(
+                !env.is_empty() || id == "password_prompt",
+                "{flag} has no environment variable"
+            );
+            if !META.contains(&id.as_str()) {
+                assert_eq!(key, id, "{flag} has no profile key");
+                assert_eq!(
+                    env,
+                    format!("POSTERN_{}", id.to_ascii_uppercase()),
+                    "{flag}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_profile_fills_every_field_it_sets() {
+        // Every profile key set to a value different from the default
+        // must arrive: the merge is generic, so a new field cannot be lost.
+        let toml = r#"
+host = "h"
+port = 2525
+tls = "implicit"
+ehlo_name = "client.example.com"
+from_name = "Billing"
+reply_to = "help@example.com"
+dangerous_accept_invalid_certs = true
+dangerous_allow_credentials_without_tls = true
+client_secret_basic = true
+"#;
+        let profile: Settings = toml::from_str(toml).unwrap();
+        let mut s = Settings {
+            host: Some("from-flag".into()),
+            ..Settings::default()
+        };
+        s.fill_from(&profile).unwrap();
+        assert_eq!(s.host.as_deref(), Some("from-flag"), "flags win");
+        assert_eq!(s.port, Some(2525));
+        assert_eq!(s.tls, Some(Security::ImplicitTls));
+        assert_eq!(s.ehlo_name.as_deref(), Some("client.example.com"));
+        assert_eq!(s.from_name.as_deref(), Some("Billing"));
+        assert_eq!(s.reply_to.as_deref(), Some("help@example.com"));
+        assert!(s.dangerous_accept_invalid_certs && s.dangerous_allow_credentials_without_tls);
+        assert!(s.client_secret_basic);
+    }
+
+    /// README's settings table is this table. `POSTERN_UPDATE_README=1`
+    /// rewrites it.
+    #[test]
+    fn readme_lists_every_setting() {
+        let mut md = String::from(
+            "| flag | environment | profile key | meaning |\n| --- | --- | --- | --- |\n",
+        );
+        for (flag, env, key, help) in table() {
+            let cell = |s: &str| {
+                if s.is_empty() {
+                    "".to_owned()
+                } else {
+                    format!("`{s}`")
+                }
+            };
+            md.push_str(&format!(
+                "| `{flag}` | {} | {} | {help} |\n",
+                cell(&env),
+                cell(&key)
+            ));
+        }
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let (begin, end) = ("<!-- settings:begin -->\n", "<!-- settings:end -->");
+        let a = readme.find(begin).expect("README has the settings markers") + begin.len();
+        let b = readme.find(end).unwrap();
+        if readme[a..b] != md {
+            if std::env::var_os("POSTERN_UPDATE_README").is_some() {
+                std::fs::write(path, format!("{}{md}{}", &readme[..a], &readme[b..])).unwrap();
+            } else {
+                panic!("README's settings table is stale; run with POSTERN_UPDATE_README=1:\n{md}");
+            }
+        }
+    }
 }

@@ -2,12 +2,12 @@
 //! failure with the setup step to fix.
 
 use clap::Args;
-use postern_oauth::preflight;
+use postern_oauth::preflight::{GrantKind, exchange_app_checklist, preflight};
 use postern_oauth::preflight::{SUMMARY_CLAIMS, mail_claims};
 use postern_tokio::{Diagnosis, Error, Mailbox, Stage};
 
 use crate::config::{ProviderKind, Settings};
-use crate::fail::{Class, Failure, classify, usage};
+use crate::fail::{Class, Failure, classify, tls_hint, usage};
 use crate::{setup, token};
 
 /// Arguments of `postern diagnose`.
@@ -23,6 +23,8 @@ pub(crate) struct DiagnoseArgs {
 
 struct Steps {
     n: u32,
+    /// The mailbox, put into fixes that name `<mailbox>`.
+    mailbox: String,
 }
 
 impl Steps {
@@ -41,9 +43,14 @@ impl Steps {
         self.n += 1;
         println!("[FAIL] {}. {name}: {detail}", self.n);
         if let Some(d) = diagnosis {
+            let fix = if self.mailbox.is_empty() {
+                d.fix.to_owned()
+            } else {
+                d.fix.replace("<mailbox>", &self.mailbox)
+            };
             println!(
-                "       diagnosis {}: setup step \"{}\": {}",
-                d.id, d.step, d.fix
+                "       diagnosis {}: setup step \"{}\": {fix}",
+                d.id, d.step
             );
             if let Some(link) = &d.link {
                 println!("       more: {link}");
@@ -57,9 +64,23 @@ impl Steps {
     }
 }
 
+/// Prints the Exchange Online steps for this app-only token, filled in.
+fn checklist(claims: &serde_json::Map<String, serde_json::Value>, mailbox: &str) {
+    if let Some(lines) = exchange_app_checklist(claims, mailbox) {
+        println!("       Exchange Online set-up for this app (Exchange Online PowerShell; the");
+        println!("       ObjectId is the Enterprise application's, taken from the token's oid):");
+        for line in lines {
+            println!("         {}", token::shown(&line));
+        }
+    }
+}
+
 /// Runs `postern diagnose`.
 pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
-    let mut steps = Steps { n: 0 };
+    let mut steps = Steps {
+        n: 0,
+        mailbox: String::new(),
+    };
     // 1. Configuration.
     let s = match args.settings.clone().resolve() {
         Ok(s) => s,
@@ -70,6 +91,11 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
         Err(f) => return Err(steps.fail("configuration", Class::Usage, &f.message, None)),
     };
     let host = s.host.clone().unwrap_or_default();
+    steps.mailbox = s
+        .user
+        .clone()
+        .or_else(|| s.from.clone())
+        .unwrap_or_default();
     let mode = match (&oauth, s.token_env.is_some() || s.token_file.is_some()) {
         (Some(o), _) => format!("OAuth2 token from {}", o.endpoint().as_str()),
         (None, true) => "a given access token".to_owned(),
@@ -119,6 +145,9 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
                             ));
                         }
                         steps.ok("token claims", &shown.join(" "));
+                        if microsoft && o.grant_kind() == GrantKind::AppOnly {
+                            checklist(&claims, &steps.mailbox);
+                        }
                     }
                     None => steps.ok("token claims", "opaque token (not a JWT): nothing to check"),
                 }
@@ -142,7 +171,11 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
         ),
         Err(e) => {
             let d = e.diagnosis();
-            return Err(steps.fail(e.stage().name(), classify(&e), &e.to_string(), d.as_ref()));
+            let detail = match tls_hint(&e, s.tls.unwrap_or_default()) {
+                Some(h) => format!("{e} (hint: {h})"),
+                None => e.to_string(),
+            };
+            return Err(steps.fail(e.stage().name(), classify(&e), &detail, d.as_ref()));
         }
     }
 

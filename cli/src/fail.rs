@@ -1,6 +1,6 @@
 //! Exit codes and the failures that lead to them.
 
-use postern_tokio::{Error, Stage};
+use postern_tokio::{Error, Security, Stage};
 
 /// What went wrong, by class; each class has its own exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,4 +70,33 @@ impl From<Error> for Failure {
             error: Some(e),
         }
     }
+}
+
+/// A hint when the failure looks like the wrong TLS mode for the port: a
+/// TLS handshake that meets plaintext (implicit TLS against a STARTTLS
+/// port), or a greeting that never comes or is not SMTP (STARTTLS or
+/// plaintext against an implicit-TLS port).
+pub(crate) fn tls_hint(e: &Error, security: Security) -> Option<&'static str> {
+    match (e, security) {
+        (Error::Tls { .. }, Security::ImplicitTls) => Some(
+            "the server may expect STARTTLS on this port: try --tls starttls (usually port 587)",
+        ),
+        (
+            Error::Smtp(s),
+            Security::StartTls | Security::StartTlsOpportunistic | Security::Plaintext,
+        ) if s.stage() == Stage::Greeting => Some(
+            "the server may expect TLS from the first byte on this port: try --tls implicit (usually port 465)",
+        ),
+        _ => None,
+    }
+}
+
+/// `e` as a failure, with [`tls_hint`] appended to its message.
+pub(crate) fn failure_with_hint(e: Error, security: Security) -> Failure {
+    let hint = tls_hint(&e, security);
+    let mut f = Failure::from(e);
+    if let Some(h) = hint {
+        f.message = format!("{} (hint: {h})", f.message);
+    }
+    f
 }

@@ -11,7 +11,7 @@ use postern_tokio::{Email, Envelope, Mailbox, Message, Reply, TransactionReport}
 use serde_json::{Value, json};
 
 use crate::config::Settings;
-use crate::fail::{Class, Failure, usage};
+use crate::fail::{Class, Failure, failure_with_hint, usage};
 use crate::setup;
 
 /// Arguments of `postern send`.
@@ -19,12 +19,6 @@ use crate::setup;
 pub(crate) struct SendArgs {
     #[command(flatten)]
     pub(crate) settings: Settings,
-    /// Display name for From.
-    #[arg(long)]
-    from_name: Option<String>,
-    /// Reply-To address.
-    #[arg(long)]
-    reply_to: Option<String>,
     /// Bounce address (envelope sender) if not the From address.
     #[arg(long)]
     return_path: Option<String>,
@@ -112,10 +106,10 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             let mut email = Email::new(from.clone())
                 .subject(args.subject.clone())
                 .text(text);
-            if let Some(n) = &args.from_name {
+            if let Some(n) = &s.from_name {
                 email = email.from_name(n.clone());
             }
-            if let Some(r) = &args.reply_to {
+            if let Some(r) = &s.reply_to {
                 email = email.reply_to(None, mailbox("--reply-to", r)?);
             }
             if let Some(r) = &args.return_path {
@@ -148,7 +142,10 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
                 postern_tokio::Error::Rejected(r) => Some((**r).clone()),
                 _ => None,
             };
-            (report, Some(Failure::from(e)))
+            (
+                report,
+                Some(failure_with_hint(e, s.tls.unwrap_or_default())),
+            )
         }
     };
     if args.json {

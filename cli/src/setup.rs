@@ -98,11 +98,13 @@ pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
         .client_id
         .clone()
         .ok_or_else(|| usage("--client-id is required for OAuth2"))?;
+    // The mailbox goes in the SASL message, not in the token request: a
+    // token check needs none, a send checks it below.
     let user = s
         .user
         .clone()
         .or_else(|| s.from.clone())
-        .ok_or_else(|| usage("--user (the mailbox) is required for OAuth2"))?;
+        .unwrap_or_default();
     let refresh = match &s.refresh_token_file {
         Some(path) => Some(
             secret("refresh token", None, Some(path), false)?
@@ -219,6 +221,15 @@ pub(crate) fn store_secret(path: &Path, value: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// `true` for `localhost` and loopback IP addresses (127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The transport for `s`.
 pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
     transport_with(s, None)
@@ -229,6 +240,7 @@ pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
 /// a refresh token once per run).
 pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Transport, Failure> {
     let host = s.host.clone().ok_or_else(|| usage("--host is required"))?;
+    let host_name = host.clone();
     let security = s.tls.unwrap_or_default();
     let mut b: TransportBuilder = Transport::builder(host)
         .security(security)
@@ -264,6 +276,17 @@ pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Tr
     if let Some(m) = mechanism {
         b = b.mechanism(m);
     }
+    if s.dangerous_allow_credentials_without_tls {
+        if !is_loopback(&host_name) {
+            return Err(usage(format!(
+                "--dangerous-allow-credentials-without-tls is accepted only for a loopback address, not {host_name:?}"
+            )));
+        }
+        eprintln!(
+            "warning: credentials may be sent without TLS (--dangerous-allow-credentials-without-tls)"
+        );
+        b = b.dangerous_allow_credentials_without_tls(true);
+    }
     if mode == AuthMode::None {
         return Ok(b.build()?);
     }
@@ -293,6 +316,9 @@ pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Tr
             token,
         });
     } else if let Some(o) = oauth(s)? {
+        if o.user().is_empty() {
+            return Err(usage("--user (the mailbox) is required for OAuth2"));
+        }
         b = b.oauth2(o);
     } else if let Some(password) = password {
         b = b.password(user()?, password);

@@ -1093,3 +1093,280 @@ fn nodemailer_block_from_the_guide_verbatim() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Settings that drifted: environment variables for the EHLO name and
+/// certificate checking are honoured; a profile holds From name and
+/// Reply-To; the provider names its submission server; `token` needs no
+/// mailbox; credentials without TLS only to a loopback address.
+#[test]
+fn settings_defaults_and_loopback_plaintext() {
+    // POSTERN_EHLO_NAME reaches the server.
+    let server = SmtpServer::start(SmtpServerConfig {
+        transcript: true,
+        keep_bodies: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &server.port().to_string(),
+            "--tls",
+            "none",
+            "--auth",
+            "none",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+        ],
+        &[
+            ("POSTERN_EHLO_NAME", "client.example.com"),
+            ("POSTERN_FROM_NAME", "Billing Team"),
+            ("POSTERN_REPLY_TO", "help@example.com"),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(
+        server
+            .transcript()
+            .iter()
+            .any(|l| l == "C: EHLO client.example.com")
+    );
+    let data = String::from_utf8(server.messages()[0].data.clone().unwrap()).unwrap();
+    assert!(
+        data.contains("From: \"Billing Team\" <a@example.com>"),
+        "{data}"
+    );
+    assert!(data.contains("Reply-To: <help@example.com>"), "{data}");
+
+    // POSTERN_DANGEROUS_ACCEPT_INVALID_CERTS: an untrusted certificate passes.
+    let p = peers("env-certs", None, &[]);
+    let o = p.send_password("alice-pw", &["--to", "rcpt@example.com"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let port = p.port();
+    let args = [
+        "send",
+        "--host",
+        "localhost",
+        "--port",
+        &port,
+        "--user",
+        "alice",
+        "--password-env",
+        "PW",
+        "--from",
+        "a@example.com",
+        "--to",
+        "rcpt@example.com",
+    ];
+    assert_eq!(
+        code(&postern(&args, &[("PW", "alice-pw")])),
+        3,
+        "untrusted without the switch"
+    );
+    let o = postern(
+        &args,
+        &[
+            ("PW", "alice-pw"),
+            ("POSTERN_DANGEROUS_ACCEPT_INVALID_CERTS", "true"),
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+
+    // Microsoft's submission server when no host is given.
+    let o = postern(
+        &[
+            "diagnose",
+            "--provider",
+            "microsoft",
+            "--tenant",
+            "contoso.onmicrosoft.com",
+            "--client-id",
+            "app",
+            "--client-secret-env",
+            "S",
+            "--user",
+            "a@contoso.com",
+        ],
+        &[("S", "x")],
+    );
+    assert!(
+        text(&o.stdout).contains("[ ok ] 1. configuration: smtp.office365.com,"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // `token` asks for no mailbox.
+    let url = p.token_server.url();
+    let o = postern(
+        &[
+            "token",
+            "--provider",
+            "generic",
+            "--token-url",
+            &url,
+            "--allow-http-token-url",
+            "--client-id",
+            "app",
+            "--client-secret-env",
+            "S",
+        ],
+        &[("S", "app~secret")],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+
+    // Credentials without TLS: to a loopback proxy only.
+    let plain = SmtpServer::start(SmtpServerConfig {
+        users: vec![("alice".into(), "pw".into())],
+        auth_without_tls: true,
+        require_auth: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let port = plain.port().to_string();
+    let creds = |host: &str| {
+        postern(
+            &[
+                "send",
+                "--host",
+                host,
+                "--port",
+                &port,
+                "--tls",
+                "none",
+                "--user",
+                "alice",
+                "--password-env",
+                "PW",
+                "--dangerous-allow-credentials-without-tls",
+                "--from",
+                "a@example.com",
+                "--to",
+                "b@example.com",
+            ],
+            &[("PW", "pw")],
+        )
+    };
+    let o = creds("127.0.0.1");
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert_eq!(plain.messages().len(), 1);
+    let o = creds("mail.example.com");
+    assert_eq!(code(&o), 2);
+    assert!(
+        text(&o.stderr).contains("only for a loopback address"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// The wrong TLS mode for the port: each direction names the other mode.
+#[test]
+fn tls_mode_mismatch_names_the_other_mode() {
+    let p = peers("tls-mismatch", None, &[]);
+    // Implicit TLS against the STARTTLS port.
+    let o = p.send_password(
+        "alice-pw",
+        &["--tls", "implicit", "--to", "rcpt@example.com"],
+    );
+    assert_eq!(code(&o), 3);
+    assert!(
+        text(&o.stderr).contains("try --tls starttls"),
+        "{}",
+        text(&o.stderr)
+    );
+    // STARTTLS against an implicit-TLS port: no greeting comes.
+    let pki = Pki::generate();
+    let implicit = SmtpServer::start(SmtpServerConfig {
+        tls: ServerTls::Implicit(pki.localhost.server_config()),
+        ..Default::default()
+    })
+    .unwrap();
+    let o = postern(
+        &[
+            "send",
+            "--host",
+            "localhost",
+            "--port",
+            &implicit.port().to_string(),
+            "--tls",
+            "starttls",
+            "--auth",
+            "none",
+            "--timeout",
+            "1",
+            "--from",
+            "a@example.com",
+            "--to",
+            "b@example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code(&o), 3);
+    assert!(
+        text(&o.stderr).contains("try --tls implicit"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// For Microsoft app-only, `diagnose` prints the Exchange Online steps with
+/// this app's values: the ObjectId is the token's `oid` (the Enterprise
+/// application's), never the App registration's.
+#[test]
+fn diagnose_prints_the_exchange_checklist_for_app_only() {
+    use base64::Engine;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let jwt = format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(
+            r#"{"aud":"https://outlook.office365.com","roles":["SMTP.SendAsApp"],"appid":"6f1c2a9e-0000-4000-8000-000000000001","oid":"9d0e7b3c-0000-4000-8000-0000000000aa","tid":"11111111-2222-3333-4444-555555555555"}"#
+        ),
+        b64("signature")
+    );
+    let tokens = TokenServer::start(TokenServerConfig::default()).unwrap();
+    tokens.force_response(Some((
+        200,
+        &format!(r#"{{"token_type":"Bearer","expires_in":3599,"access_token":"{jwt}"}}"#),
+    )));
+    let url = tokens.url();
+    let o = postern(
+        &[
+            "diagnose",
+            "--provider",
+            "microsoft",
+            "--tenant",
+            "contoso.onmicrosoft.com",
+            "--token-url",
+            &url,
+            "--allow-http-token-url",
+            "--client-id",
+            "app",
+            "--client-secret-env",
+            "S",
+            "--user",
+            "reports@contoso.com",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--timeout",
+            "2",
+        ],
+        &[("S", "x")],
+    );
+    let out = text(&o.stdout);
+    assert!(out.contains("[ ok ] 3. token claims"), "{out}");
+    assert!(
+        out.contains("New-ServicePrincipal -AppId 6f1c2a9e-0000-4000-8000-000000000001 -ObjectId 9d0e7b3c-0000-4000-8000-0000000000aa"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Add-MailboxPermission -Identity reports@contoso.com -User 9d0e7b3c-0000-4000-8000-0000000000aa -AccessRights FullAccess"),
+        "{out}"
+    );
+}

@@ -94,6 +94,31 @@ pub fn preflight(claims: &Map<String, Value>, grant: GrantKind) -> Vec<Diagnosis
     problems
 }
 
+/// The Exchange Online PowerShell steps that let an app-only token send as
+/// `mailbox`, with this app's values filled in from its token: the `appid`
+/// claim, and the `oid` claim, which is the object id of the Enterprise
+/// application (service principal) that `New-ServicePrincipal` needs, not
+/// the App registration's object id that admins often copy by mistake.
+/// `None` when the token lacks either claim.
+#[must_use]
+pub fn exchange_app_checklist(claims: &Map<String, Value>, mailbox: &str) -> Option<Vec<String>> {
+    let appid = claims
+        .get("appid")
+        .or_else(|| claims.get("azp"))?
+        .as_str()?;
+    let oid = claims.get("oid")?.as_str()?;
+    let mut steps = vec![
+        "Connect-ExchangeOnline".to_owned(),
+        format!("New-ServicePrincipal -AppId {appid} -ObjectId {oid}"),
+    ];
+    if !mailbox.is_empty() {
+        steps.push(format!(
+            "Add-MailboxPermission -Identity {mailbox} -User {oid} -AccessRights FullAccess"
+        ));
+    }
+    Some(steps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +126,20 @@ mod tests {
 
     fn claims(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn checklist_uses_the_enterprise_application_id() {
+        let c = claims(json!({"appid": "11111111-aaaa", "oid": "22222222-bbbb", "roles": []}));
+        let steps = exchange_app_checklist(&c, "reports@contoso.com").unwrap_or_default();
+        assert_eq!(
+            steps[1..],
+            [
+                "New-ServicePrincipal -AppId 11111111-aaaa -ObjectId 22222222-bbbb",
+                "Add-MailboxPermission -Identity reports@contoso.com -User 22222222-bbbb -AccessRights FullAccess"
+            ]
+        );
+        assert!(exchange_app_checklist(&claims(json!({"appid": "x"})), "m").is_none());
     }
 
     #[test]

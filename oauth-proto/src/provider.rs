@@ -139,6 +139,23 @@ impl Provider {
         })
     }
 
+    /// The provider's SMTP submission server: host, port, and whether TLS
+    /// is implicit from the first byte (else STARTTLS). Exchange Online
+    /// takes submissions on 587 with STARTTLS (each cloud its own host);
+    /// Gmail on 465 with implicit TLS. `None` for a generic server.
+    #[must_use]
+    pub fn submission_server(&self) -> Option<(&'static str, u16, bool)> {
+        match self {
+            Provider::Microsoft { cloud, .. } => Some(match cloud {
+                MicrosoftCloud::Global => ("smtp.office365.com", 587, false),
+                MicrosoftCloud::UsGovernment => ("smtp.office365.us", 587, false),
+                MicrosoftCloud::China => ("smtp.partner.outlook.cn", 587, false),
+            }),
+            Provider::Google => Some(("smtp.gmail.com", 465, true)),
+            Provider::Generic { .. } => None,
+        }
+    }
+
     /// The endpoints.
     #[must_use]
     pub fn endpoints(&self) -> Endpoints {
