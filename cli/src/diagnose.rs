@@ -188,11 +188,20 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
             .ok_or_else(|| usage("--from is required for --send-test"))?;
         let from = Mailbox::parse(&from).map_err(|e| usage(format!("--from: {e}")))?;
         let to = Mailbox::parse(to).map_err(|e| usage(format!("--send-test: {e}")))?;
-        let (envelope, message) = postern_tokio::Email::new(from)
+        // The test message carries the From name and Reply-To a real one
+        // would: the "Send Test Email" of a product's settings page.
+        let mut email = postern_tokio::Email::new(from)
             .to(to)
             .subject("postern diagnose test message")
-            .text("If you can read this, the set-up works.\n")
-            .build()?;
+            .text("If you can read this, the set-up works.\n");
+        if let Some(name) = &s.from_name {
+            email = email.from_name(name.clone());
+        }
+        if let Some(r) = &s.reply_to {
+            let r = Mailbox::parse(r).map_err(|e| usage(format!("--reply-to: {e}")))?;
+            email = email.reply_to(None, r);
+        }
+        let (envelope, message) = email.build()?;
         match transport.send(&envelope, message).await {
             Ok(r) if r.all_accepted() => {
                 steps.ok("MAIL FROM / RCPT / DATA", "test message accepted")

@@ -1370,3 +1370,23 @@ fn diagnose_prints_the_exchange_checklist_for_app_only() {
         "{out}"
     );
 }
+
+/// `send --json` names the diagnosis and the error link of a token failure
+/// (AADSTS7000215), as the text does.
+#[test]
+fn json_output_carries_the_token_diagnosis_and_link() {
+    let p = peers("json-diagnosis", None, &[]);
+    let mut args = vec!["send".to_owned()];
+    args.extend(p.oauth_args());
+    args.extend(["--to", "rcpt@example.com", "--json"].map(str::to_owned));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = postern(&argv, &[("SECRET", "the-secret-id-not-its-value")]);
+    assert_eq!(code(&o), 4);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["diagnosis"]["id"], "ms.secret.wrong", "{v}");
+    assert_eq!(v["error"]["diagnosis"]["step"], "client secret", "{v}");
+    assert_eq!(
+        v["error"]["link"], "https://login.microsoftonline.com/error?code=7000215",
+        "{v}"
+    );
+}
