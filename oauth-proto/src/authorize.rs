@@ -74,6 +74,9 @@ pub enum RedirectError {
         error: String,
         /// `error_description`.
         description: Option<String>,
+        /// Where the provider explains the error: `error_uri`, or
+        /// Microsoft's page for the AADSTS code in the description.
+        link: Option<String>,
     },
     /// `state` is missing or differs: not the answer to our request (CSRF).
     StateMismatch,
@@ -84,12 +87,19 @@ pub enum RedirectError {
 impl fmt::Display for RedirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RedirectError::Denied { error, description } => {
-                // Both come from the redirect URL, which anyone can craft:
+            RedirectError::Denied {
+                error,
+                description,
+                link,
+            } => {
+                // All come from the redirect URL, which anyone can craft:
                 // no control characters (terminal escapes), bounded length.
                 write!(f, "authorization refused: {}", sanitize(error, 64))?;
                 if let Some(d) = description {
                     write!(f, ": {}", sanitize(d.lines().next().unwrap_or(""), 300))?;
+                }
+                if let Some(l) = link {
+                    write!(f, " more: {}", sanitize(l, 120))?;
                 }
                 Ok(())
             }
@@ -121,9 +131,14 @@ pub fn parse_redirect(redirect: &str, expected_state: &str) -> Result<Secret, Re
         if !state_ok {
             return Err(RedirectError::StateMismatch);
         }
+        let description = get("error_description");
+        let link = get("error_uri")
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| description.as_deref().and_then(aadsts_link));
         return Err(RedirectError::Denied {
             error,
-            description: get("error_description"),
+            description,
+            link,
         });
     }
     if !state_ok {
@@ -135,9 +150,44 @@ pub fn parse_redirect(redirect: &str, expected_state: &str) -> Result<Secret, Re
         .ok_or(RedirectError::MissingCode)
 }
 
+/// Microsoft's error page for the first `AADSTS<code>` in `text`.
+fn aadsts_link(text: &str) -> Option<String> {
+    let at = text.find("AADSTS")? + "AADSTS".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty() && digits.len() <= 9)
+        .then(|| format!("https://login.microsoftonline.com/error?code={digits}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_redirects_carry_the_link() {
+        let e = parse_redirect(
+            "https://app.example.com/cb?error=invalid_request&error_description=AADSTS50011%3A+The+redirect+URI+does+not+match&state=s",
+            "s",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("more: https://login.microsoftonline.com/error?code=50011"),
+            "{e}"
+        );
+        let e = parse_redirect(
+            "/cb?error=access_denied&error_uri=https%3A%2F%2Fidp.example.com%2Fhelp&state=s",
+            "s",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("more: https://idp.example.com/help"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn url_and_redirect() {
@@ -181,7 +231,8 @@ mod tests {
             parse_redirect("?error=access_denied&error_description=no&state=st", "st"),
             Err(RedirectError::Denied {
                 error: "access_denied".into(),
-                description: Some("no".into())
+                description: Some("no".into()),
+                link: None,
             })
         );
     }
