@@ -99,7 +99,7 @@ impl fmt::Display for RedirectError {
                     write!(f, ": {}", sanitize(d.lines().next().unwrap_or(""), 300))?;
                 }
                 if let Some(l) = link {
-                    write!(f, " more: {}", sanitize(l, 120))?;
+                    write!(f, " more: {}", sanitize(l, 100))?;
                 }
                 Ok(())
             }
