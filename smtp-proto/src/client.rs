@@ -210,6 +210,9 @@ pub struct Client {
     authenticated: Option<Mechanism>,
     error: Option<Error>,
     next_txn: u64,
+    /// The end of a message (`.` or `BDAT ... LAST`) went out and its reply
+    /// has not come; survives a fatal error.
+    unconfirmed: bool,
 }
 
 impl fmt::Debug for Client {
@@ -246,6 +249,7 @@ impl Client {
             authenticated: None,
             error: None,
             next_txn: 0,
+            unconfirmed: false,
         };
         client.enter(now, State::Greeting);
         client
@@ -563,6 +567,7 @@ impl Client {
         }
         txn.expect.push_back(Expect::MessageEnd);
         txn.stage = Stage::Finishing;
+        self.unconfirmed = true;
         self.rearm(now);
         Ok(())
     }
@@ -635,6 +640,16 @@ impl Client {
     #[must_use]
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
+    }
+
+    /// `true` while the end of a message (`.` or `BDAT ... LAST`) has been
+    /// handed out for sending and its reply has not arrived, and after the
+    /// connection failed in that state: the server may have accepted the
+    /// message. Sending it again could deliver it twice; a driver never does
+    /// so on its own.
+    #[must_use]
+    pub fn message_unconfirmed(&self) -> bool {
+        self.unconfirmed
     }
 
     /// How to end this connection now: QUIT when the session is usable,
@@ -989,6 +1004,7 @@ impl Client {
                 }
             }
             Expect::MessageEnd => {
+                self.unconfirmed = false;
                 let ok = reply.is_positive();
                 if txn.stage != Stage::Draining {
                     txn.report.message = Some(reply);

@@ -115,12 +115,14 @@ impl TransactionReport {
             && self.recipients.iter().all(RecipientResult::accepted)
     }
 
-    /// What the client was doing when the decisive reply came: MAIL, the
-    /// message (DATA or its end), or RCPT.
+    /// What the client was doing when the decisive reply came: MAIL, RCPT
+    /// (every recipient refused), or the message (DATA or its end).
     #[must_use]
     pub fn context(&self) -> Context {
-        if self.mail.as_ref().is_some_and(|r| !r.is_positive()) {
+        if failed(&self.mail).is_some() {
             Context::Mail
+        } else if self.recipient_refusal().is_some() {
+            Context::Rcpt
         } else if self.message.is_some() || self.data.is_some() {
             Context::Data
         } else {
@@ -128,8 +130,10 @@ impl TransactionReport {
         }
     }
 
-    /// `true` when the refusal was temporary (the decisive reply is a `4xx`):
-    /// the same message may be accepted later.
+    /// `true` when the refusal was temporary: the same message may be
+    /// accepted later. When every recipient was refused, the recipients'
+    /// replies decide (a `4xx` for any of them), not a `554 no valid
+    /// recipients` to the pipelined DATA that follows from them.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         self.decisive_reply().is_some_and(Reply::is_transient)
@@ -141,19 +145,37 @@ impl TransactionReport {
         diagnose(self.context(), self.decisive_reply()?)
     }
 
-    /// The reply that decided a failure: the first non-positive among MAIL, DATA
-    /// and the message reply, or the last recipient refusal when all were refused.
+    /// The reply that decided a failure: a refused MAIL; else, when no
+    /// recipient was accepted, a recipient's refusal (a temporary one first,
+    /// since those recipients may be accepted later); else the refused
+    /// message or DATA; else, for a partial delivery, the last recipient
+    /// refusal.
     #[must_use]
     pub fn decisive_reply(&self) -> Option<&Reply> {
-        fn failed(r: &Option<Reply>) -> Option<&Reply> {
-            r.as_ref()
-                .filter(|r| !r.is_positive() && !r.is_intermediate())
-        }
         failed(&self.mail)
+            .or_else(|| self.recipient_refusal())
             .or_else(|| failed(&self.message))
             .or_else(|| failed(&self.data))
             .or_else(|| self.recipients.iter().rev().find_map(|r| failed(&r.reply)))
     }
+
+    /// When no recipient was accepted: the first temporary refusal, else
+    /// the first refusal.
+    fn recipient_refusal(&self) -> Option<&Reply> {
+        if self.recipients.iter().any(RecipientResult::accepted) {
+            return None;
+        }
+        let refusals = || self.recipients.iter().filter_map(|r| failed(&r.reply));
+        refusals()
+            .find(|r| r.is_transient())
+            .or_else(|| refusals().next())
+    }
+}
+
+/// A reply that refused something (neither positive nor `354`/`334`).
+fn failed(r: &Option<Reply>) -> Option<&Reply> {
+    r.as_ref()
+        .filter(|r| !r.is_positive() && !r.is_intermediate())
 }
 
 /// Why AUTH failed, as far as the client can tell.

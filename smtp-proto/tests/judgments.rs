@@ -439,3 +439,81 @@ mod session_end {
         assert!(matches!(e, Error::ServiceUnavailable { .. }), "{e:?}");
     }
 }
+
+/// Every recipient refused, then the pipelined DATA refused because of it:
+/// the recipients' replies decide, and a `450` makes the failure temporary.
+#[test]
+fn recipients_decide_when_all_are_refused() {
+    let outcome = |rcpt: &'static [u8]| {
+        let log = run_all(
+            &plain(),
+            &[
+                S(GREETING),
+                C(EHLO),
+                S(CAPS),
+                Act(&send),
+                C(GROUP),
+                S(b"250 2.1.0 ok\r\n"),
+                S(rcpt),
+                S(b"554 5.5.1 Error: no valid recipients\r\n"),
+                C(b"RSET\r\n"),
+                S(b"250 2.0.0 reset\r\n"),
+            ],
+        );
+        let Event::TransactionFailed(report) = last_event(&log) else {
+            panic!("expected a failed transaction");
+        };
+        report
+    };
+    let busy = outcome(b"450 4.2.1 mailbox busy, try later\r\n");
+    assert_eq!(busy.decisive_reply().map(|r| r.code()), Some(450));
+    assert!(busy.is_transient(), "the recipient's 450 is temporary");
+    assert_eq!(busy.context(), Context::Rcpt);
+    let gone = outcome(b"550 5.1.1 no such user\r\n");
+    assert_eq!(gone.decisive_reply().map(|r| r.code()), Some(550));
+    assert!(!gone.is_transient());
+}
+
+/// The final `.` went out and the connection ended before its reply: the
+/// message may have been delivered (a resend could duplicate it). Once the
+/// reply is in, it is confirmed either way.
+#[test]
+fn a_message_without_its_final_reply_is_unconfirmed() {
+    let check = |want: bool| {
+        move |c: &mut Client, _: std::time::Instant| {
+            assert_eq!(c.message_unconfirmed(), want);
+        }
+    };
+    run_all(
+        &plain(),
+        &[
+            S(GREETING),
+            C(EHLO),
+            S(CAPS),
+            Act(&send),
+            C(GROUP),
+            S(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n"),
+            Act(&check(false)),
+            Act(&body),
+            C(BODY),
+            Act(&check(true)),
+            Eof,
+            Act(&check(true)),
+        ],
+    );
+    run_all(
+        &plain(),
+        &[
+            S(GREETING),
+            C(EHLO),
+            S(CAPS),
+            Act(&send),
+            C(GROUP),
+            S(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n"),
+            Act(&body),
+            C(BODY),
+            S(b"250 2.0.0 queued\r\n"),
+            Act(&check(false)),
+        ],
+    );
+}

@@ -785,6 +785,30 @@ pub async fn sessions_end_cleanly<R: Runtime>(vt: Virtual<R>) {
     bad.shutdown().await;
 }
 
+/// The server takes the message and the connection dies before its reply to
+/// the final `.`: the send reports that the message may have been
+/// delivered, calls it not transient (a plain retry could duplicate it),
+/// and the transport does not resend it on its own.
+pub async fn unconfirmed_message_is_not_resent<R: Runtime>(vt: Virtual<R>) {
+    let server = SmtpServer::start(SmtpServerConfig {
+        keep_bodies: true,
+        drop_after_data: true,
+        ..Default::default()
+    })
+    .unwrap();
+    vt.serve_smtp(&server);
+    let t = builder(vt.clone(), "127.0.0.1", server.port(), Security::Plaintext)
+        .build()
+        .unwrap();
+    let err = send_err(&t).await;
+    assert!(err.may_have_been_delivered(), "{err:?}");
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("may have been delivered"), "{err}");
+    assert_eq!(server.messages().len(), 1, "the server did store it");
+    assert_eq!(server.connections(), 1, "and it was not sent again");
+    t.shutdown().await;
+}
+
 /// A server that accepts the connection and never greets: the greeting
 /// timeout fires and names its phase. On virtual time: the 200 ms pass in
 /// one clock step once the client waits.
@@ -943,6 +967,7 @@ macro_rules! transport_tests {
             pool_reuse_and_stale_connections,
             greeting_timeout,
             sessions_end_cleanly,
+            unconfirmed_message_is_not_resent,
         );
 
         #[$attr]

@@ -67,6 +67,9 @@ pub struct SmtpServerConfig {
     pub store_dir: Option<std::path::PathBuf>,
     /// Record the dialogue (AUTH responses redacted, bodies summarised).
     pub transcript: bool,
+    /// Store the message, then close the connection without the reply to
+    /// the final `.` (a server that crashed at the worst moment).
+    pub drop_after_data: bool,
     /// Offer 8BITMIME (default `true`).
     pub eight_bit_mime: bool,
     /// Offer SMTPUTF8 (default `true`).
@@ -90,6 +93,7 @@ impl Default for SmtpServerConfig {
             mechanisms: "PLAIN LOGIN XOAUTH2 OAUTHBEARER".to_owned(),
             store_dir: None,
             transcript: false,
+            drop_after_data: false,
             eight_bit_mime: true,
             smtputf8: true,
         }
@@ -729,6 +733,9 @@ impl Session {
             }
         }
         self.store(size, hash.finish(), kept);
+        if self.config.drop_after_data {
+            return Err(io::ErrorKind::ConnectionAborted.into());
+        }
         self.reply("250 2.0.0 Ok: queued").await
     }
 

@@ -254,6 +254,18 @@ impl<R: Runtime> Connection<R> {
         feed: &mut Feed<'_>,
     ) -> Result<TransactionReport, Error> {
         self.client.send_envelope(self.rt.now(), envelope)?;
+        self.transaction(feed).await.map_err(|e| {
+            // The core knows whether the end of the message went out.
+            if self.client.message_unconfirmed() {
+                Error::Unconfirmed(Box::new(e))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Drives one transaction to its report.
+    async fn transaction(&mut self, feed: &mut Feed<'_>) -> Result<TransactionReport, Error> {
         loop {
             match self.next_event(Some(feed)).await? {
                 Event::BodyWritable { .. } => feed.start(),

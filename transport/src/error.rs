@@ -58,6 +58,11 @@ pub enum Error {
     /// The server refused the message for every recipient, or refused MAIL
     /// FROM or the message itself. The report holds every reply.
     Rejected(Box<TransactionReport>),
+    /// The message went out whole (the final `.` or `BDAT ... LAST`), then
+    /// the connection failed before the server's reply: the message **may
+    /// have been delivered**. The transport never sends it again on its
+    /// own; resending may deliver it twice. The cause is inside.
+    Unconfirmed(Box<Error>),
     /// The server refused a command outside a transaction (a NOOP on an
     /// idle connection); its reply.
     Reply(Box<Reply>),
@@ -93,6 +98,13 @@ impl Error {
         }
     }
 
+    /// `true` when the message may have been delivered although the send
+    /// failed ([`Error::Unconfirmed`]): check before sending it again.
+    #[must_use]
+    pub fn may_have_been_delivered(&self) -> bool {
+        matches!(self, Error::Unconfirmed(_))
+    }
+
     /// `true` when the same send may succeed later unchanged: a temporary
     /// (4xx) refusal, a timeout, a dropped connection, a token endpoint asking
     /// to retry. Each core judges its own failures.
@@ -106,6 +118,8 @@ impl Error {
             Error::Token(e) => e.is_transient(),
             Error::Rejected(r) => r.is_transient(),
             Error::Reply(r) => r.is_transient(),
+            // A resend may deliver twice: not a plain retry.
+            Error::Unconfirmed(_) => false,
             Error::Config(_) | Error::Tls { .. } | Error::Message(_) | Error::Shutdown => false,
         }
     }
@@ -122,7 +136,7 @@ impl Error {
             Error::Command(e) => e.stage(),
             Error::Auth(_) => Stage::Auth,
             Error::Token(_) => Stage::Token,
-            Error::Rejected(_) | Error::Message(_) => Stage::Transaction,
+            Error::Rejected(_) | Error::Message(_) | Error::Unconfirmed(_) => Stage::Transaction,
         }
     }
 }
@@ -163,6 +177,11 @@ impl fmt::Display for Error {
             },
             Error::Reply(r) => write!(f, "the server refused: {} {}", r.code(), r.printable()),
             Error::Message(e) => write!(f, "reading the message failed: {e}"),
+            Error::Unconfirmed(cause) => write!(
+                f,
+                "the message was sent but the server's reply never came, so it may have been \
+                 delivered; check before sending it again ({cause})"
+            ),
             Error::Shutdown => f.write_str("the transport was shut down"),
         }?;
         // A token error's own text already names its diagnosis.
@@ -184,6 +203,7 @@ impl std::error::Error for Error {
             Error::Smtp(e) => Some(&**e),
             Error::Command(e) => Some(&**e),
             Error::Token(e) => Some(&**e),
+            Error::Unconfirmed(e) => Some(&**e),
             _ => None,
         }
     }
