@@ -58,6 +58,7 @@ mod oauth2;
 mod pool;
 mod provider;
 mod runtime;
+mod stub;
 mod tls;
 mod transport;
 
@@ -70,6 +71,7 @@ pub use message::{Message, READ_CHUNK};
 pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
 pub use pool::PoolConfig;
 pub use runtime::{Runtime, Sleep, Stream};
+pub use stub::{Sent, StubTransport};
 pub use tls::{TlsOptions, crypto_provider};
 pub use transport::{Transport, TransportBuilder, TransportStats};
 

@@ -64,6 +64,26 @@ impl Message {
 }
 
 impl Message {
+    /// The whole message in memory (a stream is read to its end).
+    pub(crate) async fn read_all(self) -> io::Result<Vec<u8>> {
+        match self.source {
+            Source::Bytes(b) => Ok(b.to_vec()),
+            Source::Reader(mut r) => {
+                let mut out = Vec::new();
+                let mut buf = vec![0u8; READ_CHUNK];
+                loop {
+                    let n = std::future::poll_fn(|cx| r.as_mut().poll_read(cx, &mut buf)).await;
+                    match n {
+                        Ok(0) => return Ok(out),
+                        Ok(n) => out.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
     /// `envelope` with what this message's content needs declared
     /// (`BODY=8BITMIME` for 8-bit data, `SMTPUTF8` for UTF-8 headers), as
     /// the SMTP core judges it. A message in memory is scanned here; a
