@@ -199,7 +199,7 @@ pub(crate) async fn run(args: DiagnoseArgs) -> Result<(), Failure> {
         }
         if let Some(r) = &s.reply_to {
             let r = Mailbox::parse(r).map_err(|e| usage(format!("--reply-to: {e}")))?;
-            email = email.reply_to(None, r);
+            email = email.reply_to(r);
         }
         let (envelope, message) = email.build()?;
         match transport.send(&envelope, message).await {

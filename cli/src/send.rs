@@ -110,7 +110,7 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
                 email = email.from_name(n.clone());
             }
             if let Some(r) = &s.reply_to {
-                email = email.reply_to(None, mailbox("--reply-to", r)?);
+                email = email.reply_to(mailbox("--reply-to", r)?);
             }
             if let Some(r) = &args.return_path {
                 email = email.return_path(mailbox("--return-path", r)?);

@@ -293,12 +293,96 @@ fn check_local_part(local: &str) -> Result<(), AddressError> {
     Ok(())
 }
 
+/// A mailbox with an optional display name, as From, To, Cc and Reply-To
+/// headers write it: `jane@example.com`, `<jane@example.com>`,
+/// `Jane Doe <jane@example.com>` or `"Doe, Jane" <jane@example.com>`. The
+/// name is for headers only; the envelope uses the [`Mailbox`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NamedMailbox {
+    /// The display name, without quotes.
+    pub name: Option<String>,
+    /// The address.
+    pub mailbox: Mailbox,
+}
+
+impl NamedMailbox {
+    /// Parses the forms above. A name with a control character (a line
+    /// break would inject a header) is refused.
+    pub fn parse(s: &str) -> Result<NamedMailbox, AddressError> {
+        let s = s.trim();
+        let Some(open) = s.rfind('<') else {
+            return Ok(NamedMailbox {
+                name: None,
+                mailbox: Mailbox::parse(s)?,
+            });
+        };
+        let Some(address) = s[open + 1..].strip_suffix('>') else {
+            return Err(AddressError::Malformed {
+                what: "address (no closing '>')",
+            });
+        };
+        let raw = s[..open].trim();
+        let name = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            Some(quoted) => quoted.replace("\\\"", "\"").replace("\\\\", "\\"),
+            None => raw.to_owned(),
+        };
+        if name.chars().any(char::is_control) {
+            return Err(AddressError::Malformed {
+                what: "display name (control character)",
+            });
+        }
+        Ok(NamedMailbox {
+            name: Some(name).filter(|n| !n.is_empty()),
+            mailbox: Mailbox::parse(address.trim())?,
+        })
+    }
+}
+
+impl From<Mailbox> for NamedMailbox {
+    fn from(mailbox: Mailbox) -> Self {
+        NamedMailbox {
+            name: None,
+            mailbox,
+        }
+    }
+}
+
+impl std::str::FromStr for NamedMailbox {
+    type Err = AddressError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NamedMailbox::parse(s)
+    }
+}
+
+impl fmt::Display for NamedMailbox {
+    /// `"Name" <address>`, or the bare address without a name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(
+                f,
+                "\"{}\" <{}>",
+                n.replace('\\', "\\\\").replace('"', "\\\""),
+                self.mailbox
+            ),
+            None => write!(f, "{}", self.mailbox),
+        }
+    }
+}
+
 impl Mailbox {
     /// Parses `local@domain`; the local part may be a quoted string. Surrounding
-    /// angle brackets are not accepted here (they belong to the path).
+    /// angle brackets are not accepted here (they belong to the path); a
+    /// header form with a display name (`Jane Doe <jane@example.com>`) is
+    /// read by [`NamedMailbox::parse`].
     pub fn parse(s: &str) -> Result<Mailbox, AddressError> {
         if s.is_empty() {
             return Err(AddressError::Empty);
+        }
+        if s.ends_with('>') && s.contains('<') && !s.starts_with('"') {
+            return Err(AddressError::Malformed {
+                what: "address (a display name and <...> are header syntax: use NamedMailbox::parse)",
+            });
         }
         let at = s.rfind('@').ok_or(AddressError::MissingAt)?;
         let (local, domain) = (&s[..at], &s[at + 1..]);
@@ -392,6 +476,25 @@ impl fmt::Display for ReversePath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_mailboxes() {
+        let n = NamedMailbox::parse("Jane Doe <jane@example.com>").unwrap();
+        assert_eq!(n.name.as_deref(), Some("Jane Doe"));
+        assert_eq!(n.mailbox.to_string(), "jane@example.com");
+        let q = NamedMailbox::parse("\"Doe, \\\"J\\\"\" <jane@example.com>").unwrap();
+        assert_eq!(q.name.as_deref(), Some("Doe, \"J\""));
+        assert_eq!(NamedMailbox::parse(&q.to_string()).unwrap(), q, "{q}");
+        assert_eq!(
+            NamedMailbox::parse("<jane@example.com>").unwrap().name,
+            None
+        );
+        assert_eq!(NamedMailbox::parse("jane@example.com").unwrap().name, None);
+        assert!(NamedMailbox::parse("Evil\r\nBcc: x <jane@example.com>").is_err());
+        assert!(NamedMailbox::parse("Jane <jane@example.com").is_err());
+        let e = Mailbox::parse("Jane <jane@example.com>").unwrap_err();
+        assert!(e.to_string().contains("NamedMailbox::parse"), "{e}");
+    }
 
     #[test]
     fn mailboxes() {

@@ -4,7 +4,9 @@
 //! pass; a file is scanned chunk by chunk before it is streamed (a file can
 //! be read twice; a pipe cannot, so its sender declares it).
 
+use crate::body::{BodyConfig, BodyEncoder, BodyStats};
 use crate::command::{BodyType, Envelope};
+use crate::error::{CommandError, Error};
 
 /// The extensions a message's content needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,6 +95,30 @@ impl Envelope {
         if needs.utf8_headers {
             self.smtputf8 = true;
         }
+    }
+
+    /// What `message` becomes after `DATA` for this envelope (line ends
+    /// repaired, leading dots doubled, the terminator), with the checks the
+    /// client applies before anything is sent: a recipient is needed, and a
+    /// line over 998 octets, a NUL or 8-bit data the envelope does not
+    /// declare makes the message unsendable (the same errors
+    /// [`crate::Client::write_body`] gives). For stand-in transports in
+    /// tests.
+    pub fn data_wire(&self, message: &[u8]) -> Result<(Vec<u8>, BodyStats), CommandError> {
+        if self.recipients.is_empty() {
+            return Err(CommandError::NoRecipients);
+        }
+        let mut encoder = BodyEncoder::new(BodyConfig {
+            dot_stuffing: true,
+            eight_bit: self.body != BodyType::SevenBit || self.needs_smtputf8(),
+            ..BodyConfig::default()
+        });
+        let mut wire = Vec::with_capacity(message.len() + 5);
+        encoder
+            .encode(message, &mut wire)
+            .and_then(|()| encoder.finish(&mut wire))
+            .map(|stats| (wire, stats))
+            .map_err(|e| CommandError::Failed(Error::Body(e)))
     }
 
     /// `true` when [`Envelope::declare`] would change this envelope.

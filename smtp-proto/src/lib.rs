@@ -135,7 +135,9 @@ pub mod sasl;
 mod security;
 pub mod timer;
 
-pub use address::{AddressError, ClientName, Domain, MailDomain, Mailbox, ReversePath};
+pub use address::{
+    AddressError, ClientName, Domain, MailDomain, Mailbox, NamedMailbox, ReversePath,
+};
 pub use body::{BodyConfig, BodyEncoder, BodyError, BodyStats, LongLines, NulBytes};
 pub use client::{Client, ClientConfig};
 pub use command::{BodyType, DsnReturn, Envelope, EsmtpParam, Notify, Recipient, XText};

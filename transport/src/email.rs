@@ -3,7 +3,7 @@
 
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
-use postern_smtp::{Envelope, Mailbox};
+use postern_smtp::{Envelope, Mailbox, NamedMailbox};
 
 use crate::error::Error;
 use crate::message::Message;
@@ -32,11 +32,13 @@ pub struct Email {
 }
 
 impl Email {
-    /// A message from `from`.
-    pub fn new(from: Mailbox) -> Self {
+    /// A message from `from`: a [`Mailbox`], or a [`NamedMailbox`] such as
+    /// `NamedMailbox::parse("Billing <billing@example.com>")?`.
+    pub fn new(from: impl Into<NamedMailbox>) -> Self {
+        let from = from.into();
         Email {
-            from,
-            from_name: None,
+            from: from.mailbox,
+            from_name: from.name,
             to: Vec::new(),
             cc: Vec::new(),
             bcc: Vec::new(),
@@ -56,9 +58,11 @@ impl Email {
         self
     }
 
-    /// Adds a To recipient.
-    pub fn to(mut self, to: Mailbox) -> Self {
-        self.to.push((None, to));
+    /// Adds a To recipient (a [`Mailbox`], or a [`NamedMailbox`] with its
+    /// display name).
+    pub fn to(mut self, to: impl Into<NamedMailbox>) -> Self {
+        let to = to.into();
+        self.to.push((to.name, to.mailbox));
         self
     }
 
@@ -69,20 +73,41 @@ impl Email {
     }
 
     /// Adds a Cc recipient.
-    pub fn cc(mut self, cc: Mailbox) -> Self {
-        self.cc.push((None, cc));
+    pub fn cc(mut self, cc: impl Into<NamedMailbox>) -> Self {
+        let cc = cc.into();
+        self.cc.push((cc.name, cc.mailbox));
         self
     }
 
-    /// Adds a Bcc recipient (envelope only).
-    pub fn bcc(mut self, bcc: Mailbox) -> Self {
-        self.bcc.push(bcc);
+    /// Adds a Cc recipient with a display name.
+    pub fn cc_named(mut self, name: impl Into<String>, cc: Mailbox) -> Self {
+        self.cc.push((Some(name.into()), cc));
         self
+    }
+
+    /// Adds a Bcc recipient: envelope only, never written into the headers
+    /// (so a display name is not used).
+    pub fn bcc(mut self, bcc: impl Into<NamedMailbox>) -> Self {
+        self.bcc.push(bcc.into().mailbox);
+        self
+    }
+
+    /// Adds a Bcc recipient; the name is accepted for symmetry with the
+    /// other recipients and not used (Bcc is never written).
+    pub fn bcc_named(self, _name: impl Into<String>, bcc: Mailbox) -> Self {
+        self.bcc(bcc)
     }
 
     /// Where replies go (`Reply-To`).
-    pub fn reply_to(mut self, name: Option<String>, address: Mailbox) -> Self {
-        self.reply_to = Some((name, address));
+    pub fn reply_to(mut self, address: impl Into<NamedMailbox>) -> Self {
+        let address = address.into();
+        self.reply_to = Some((address.name, address.mailbox));
+        self
+    }
+
+    /// Where replies go, with a display name.
+    pub fn reply_to_named(mut self, name: impl Into<String>, address: Mailbox) -> Self {
+        self.reply_to = Some((Some(name.into()), address));
         self
     }
 

@@ -46,6 +46,7 @@
 //! [`postern_smtp::Client::poll_timeout`]. A round budget yields to the
 //! executor, so a 1 GiB body cannot starve other tasks.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod connection;
 #[cfg(feature = "mail-builder")]
@@ -64,9 +65,14 @@ mod transport;
 
 pub use connection::READ_BUFFER;
 #[cfg(feature = "mail-builder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use email::Email;
 pub use error::Error;
 pub use http::{fetch_token, http_exchange};
+/// The MIME builder behind [`Email`], for messages it does not cover.
+#[cfg(feature = "mail-builder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
+pub use mail_builder;
 pub use message::{Message, READ_CHUNK};
 pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
 pub use pool::PoolConfig;
@@ -81,8 +87,9 @@ pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, TokenResponse};
 /// The sans-IO SMTP client crate.
 pub use postern_smtp as smtp;
 pub use postern_smtp::{
-    AuthFailure, AuthFailureKind, ClientConfig, ClientName, Diagnosis, Envelope, Mailbox,
-    Mechanism, RecipientResult, Reply, Secret, Security, Stage, Timeouts, TransactionReport,
+    AuthFailure, AuthFailureKind, BodyType, ClientConfig, ClientName, Diagnosis, Envelope, Mailbox,
+    Mechanism, NamedMailbox, RecipientResult, Reply, Secret, Security, Stage, Timeouts,
+    TransactionReport,
 };
 /// rustls, for callers that build their own configuration.
 pub use rustls;

@@ -4,8 +4,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use postern_smtp::{
-    BodyConfig, BodyEncoder, BodyType, Envelope, RecipientResult, Reply, ReplyParser,
-    TransactionId, TransactionReport,
+    Envelope, RecipientResult, Reply, ReplyParser, TransactionId, TransactionReport,
 };
 
 use crate::error::Error;
@@ -109,19 +108,7 @@ impl StubTransport {
         let message = message.into();
         let envelope = message.declared(envelope).into_owned();
         let bytes = message.read_all().await.map_err(Error::Message)?;
-        if envelope.recipients.is_empty() {
-            return Err(postern_smtp::CommandError::NoRecipients.into());
-        }
-        let mut encoder = BodyEncoder::new(BodyConfig {
-            dot_stuffing: true,
-            eight_bit: envelope.body != BodyType::SevenBit || envelope.needs_smtputf8(),
-            ..BodyConfig::default()
-        });
-        let mut wire = Vec::with_capacity(bytes.len() + 5);
-        let stats = encoder
-            .encode(&bytes, &mut wire)
-            .and_then(|()| encoder.finish(&mut wire))
-            .map_err(|e| Error::from(postern_smtp::Error::Body(e)))?;
+        let (wire, stats) = envelope.data_wire(&bytes)?;
         let ok = |t: &str| reply(t).ok();
         let mut s = self.lock();
         let id = TransactionId(s.next);

@@ -15,7 +15,7 @@ fn envelope_and_headers() {
         .to_named("Ann", m("ann@example.com"))
         .cc(m("cc@example.com"))
         .bcc(m("audit@example.com"))
-        .reply_to(Some("Support".into()), m("support@example.com"))
+        .reply_to_named("Support", m("support@example.com"))
         .return_path(m("bounces@example.com"))
         .subject("Invoice 42")
         .text("Amount due: 10 EUR.\n.\nA line with only a dot above.")
@@ -103,4 +103,46 @@ fn international_names_and_addresses() {
     assert!(envelope.needs_smtputf8());
     let needs = ContentNeeds::of(message.as_bytes().unwrap());
     assert!(needs.utf8_headers, "the address is written in To: as UTF-8");
+}
+
+/// Display names from text, and one shape for every recipient kind.
+#[test]
+#[allow(clippy::unwrap_used)]
+fn named_mailboxes_and_consistent_builders() {
+    use postern_transport::NamedMailbox;
+    let from = NamedMailbox::parse("\"Billing, Inc.\" <billing@example.com>").unwrap();
+    let (envelope, message) = Email::new(from)
+        .to(NamedMailbox::parse("Jane Doe <jane@example.com>").unwrap())
+        .cc_named("Ops", m("ops@example.com"))
+        .bcc_named("Audit", m("audit@example.com"))
+        .reply_to(NamedMailbox::parse("Help <help@example.com>").unwrap())
+        .subject("s")
+        .text("t")
+        .build()
+        .unwrap();
+    let rcpts: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.mailbox.to_string())
+        .collect();
+    assert_eq!(
+        rcpts,
+        ["jane@example.com", "ops@example.com", "audit@example.com"]
+    );
+    let text = String::from_utf8(message.as_bytes().unwrap().to_vec()).unwrap();
+    let head = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(
+        head.contains("From: \"Billing, Inc.\" <billing@example.com>"),
+        "{head}"
+    );
+    assert!(
+        head.contains("To: \"Jane Doe\" <jane@example.com>"),
+        "{head}"
+    );
+    assert!(head.contains("Cc: \"Ops\" <ops@example.com>"), "{head}");
+    assert!(
+        head.contains("Reply-To: \"Help\" <help@example.com>"),
+        "{head}"
+    );
+    assert!(!head.contains("audit"), "{head}");
 }
