@@ -3,13 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use postern_oauth::jwt::{KeyId, RsaSigner, client_assertion_claims, sign};
 use postern_oauth::{MicrosoftCloud, Provider};
 use postern_tokio::{
-    Assertion, Auth, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts,
-    TlsOptions, TokenGrant, Transport, TransportBuilder,
+    Auth, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts, TlsOptions,
+    TokenGrant, Transport, TransportBuilder, certificate_assertion,
 };
 
 use crate::config::{AuthMode, ProviderKind, Settings, secret};
@@ -150,24 +147,14 @@ fn client_credential(
             .certificate_thumbprint
             .as_deref()
             .ok_or_else(|| usage("--certificate-thumbprint is required with --certificate-key"))?;
-        let x5t = URL_SAFE_NO_PAD.encode(hex(thumbprint)?);
         let pem = std::fs::read_to_string(key)
             .map_err(|e| usage(format!("cannot read {}: {e}", key.display())))?;
-        let signer = RsaSigner::from_pkcs8_pem(&pem).map_err(|e| usage(e.to_string()))?;
-        let client_id = client_id.to_owned();
-        let aud = endpoint.as_str().to_owned();
-        return Ok(ClientCredential::Assertion(Assertion::new(move |now| {
-            let mut jti = [0u8; 16];
-            getrandom::fill(&mut jti).map_err(|e| e.to_string())?;
-            let claims = client_assertion_claims(
-                &client_id,
-                &aud,
-                &postern_oauth::pkce::random_token(jti),
-                now,
-                600,
-            );
-            sign(&KeyId::X5t(x5t.clone()), &claims, &signer).map_err(|e| e.to_string())
-        })));
+        return Ok(certificate_assertion(
+            client_id,
+            endpoint.as_str(),
+            &pem,
+            thumbprint,
+        )?);
     }
     let secret = secret(
         "client secret",
@@ -180,17 +167,6 @@ fn client_credential(
         Some(v) if s.client_secret_basic => ClientCredential::SecretBasic(Secret::new(v)),
         Some(v) => ClientCredential::SecretPost(Secret::new(v)),
     })
-}
-
-fn hex(s: &str) -> Result<Vec<u8>, Failure> {
-    let s: String = s.chars().filter(|c| !matches!(c, ':' | ' ')).collect();
-    if !s.len().is_multiple_of(2) || !s.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(usage("--certificate-thumbprint must be hexadecimal"));
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| usage(e.to_string())))
-        .collect()
 }
 
 /// Writes a secret to `path` with mode 0600, replacing the old file

@@ -74,7 +74,7 @@ pub use http::{fetch_token, http_exchange};
 #[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use mail_builder;
 pub use message::{Message, READ_CHUNK};
-pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
+pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant, certificate_assertion};
 pub use pool::PoolConfig;
 pub use runtime::{Runtime, Sleep, Stream};
 pub use stub::{Sent, StubTransport};

@@ -6,6 +6,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use postern_oauth::jwt::{KeyId, RsaSigner, bearer_grant_claims, client_assertion_claims, sign};
 use postern_oauth::{
     CacheConfig, ClientAuth, Endpoint, Grant, GrantKind, HttpLimits, MicrosoftCloud, Provider,
     Secret, TokenRequest,
@@ -225,6 +228,83 @@ impl OAuth2 {
         ))
     }
 
+    /// Microsoft 365, app-only with a certificate credential: each token
+    /// request carries a client assertion (RS256, `x5t` = the certificate's
+    /// SHA-1 thumbprint as Entra shows it, in hex) signed with `key_pem`
+    /// (PKCS #8 PEM RSA). No secret to expire or leak.
+    pub fn microsoft_app_certificate(
+        tenant: &str,
+        client_id: &str,
+        key_pem: &str,
+        thumbprint_hex: &str,
+        mailbox: &str,
+    ) -> Result<Self, Error> {
+        let provider = Provider::Microsoft {
+            tenant: tenant.to_owned(),
+            cloud: MicrosoftCloud::Global,
+        };
+        let endpoint = provider
+            .token_endpoint(false)
+            .map_err(|e| Error::Config(format!("Microsoft token URL: {e}")))?;
+        let credential =
+            certificate_assertion(client_id, endpoint.as_str(), key_pem, thumbprint_hex)?;
+        let mut o = OAuth2::new(
+            mailbox,
+            endpoint,
+            Some(client_id.to_owned()),
+            credential,
+            TokenGrant::ClientCredentials,
+        );
+        o.scope = provider.default_scope(true);
+        Ok(o)
+    }
+
+    /// Google Workspace, a service account with domain-wide delegation,
+    /// sending as `mailbox`: `key_json` is the account's JSON key file
+    /// (`client_email`, `private_key`, `private_key_id`, `token_uri`); each
+    /// token request carries an RFC 7523 assertion for the scope
+    /// `https://mail.google.com/` with `sub` = `mailbox`.
+    pub fn google_service_account(key_json: &str, mailbox: &str) -> Result<Self, Error> {
+        let key: serde_json::Value = serde_json::from_str(key_json)
+            .map_err(|e| Error::Config(format!("service account key: not JSON ({e})")))?;
+        let field = |k: &str| {
+            key.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Config(format!("service account key: no {k}")))
+        };
+        let issuer = field("client_email")?;
+        let token_uri = field("token_uri").unwrap_or_else(|_| Provider::Google.endpoints().token);
+        let kid = field("private_key_id").ok();
+        let signer = RsaSigner::from_pkcs8_pem(&field("private_key")?)
+            .map_err(|e| Error::Config(format!("service account key: {e}")))?;
+        let endpoint = Endpoint::parse(&token_uri)
+            .map_err(|e| Error::Config(format!("service account token_uri: {e}")))?;
+        let aud = endpoint.as_str().to_owned();
+        let subject = mailbox.to_owned();
+        let scope = Provider::Google.default_scope(false).unwrap_or_default();
+        let assertion = Assertion::new(move |now| {
+            let claims = bearer_grant_claims(&issuer, &scope, &aud, Some(&subject), now, 3600);
+            let key_id = kid.clone().map_or(KeyId::None, KeyId::Kid);
+            sign(&key_id, &claims, &signer).map_err(|e| e.to_string())
+        });
+        Ok(OAuth2::new(
+            mailbox,
+            endpoint,
+            None,
+            ClientCredential::None,
+            TokenGrant::JwtBearer(assertion),
+        ))
+    }
+
+    /// Sends token requests to `endpoint` instead of the preset's (a
+    /// national cloud, a proxy endpoint, a test server).
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
     /// Sets the scope (space-separated).
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
@@ -319,4 +399,48 @@ impl OAuth2 {
             user_agent: None,
         })
     }
+}
+
+/// A `private_key_jwt` client credential: assertions for `client_id` at
+/// the token URL `aud`, signed with `key_pem`, naming the certificate by its
+/// SHA-1 thumbprint (hex, `:` and spaces allowed).
+pub fn certificate_assertion(
+    client_id: &str,
+    aud: &str,
+    key_pem: &str,
+    thumbprint_hex: &str,
+) -> Result<ClientCredential, Error> {
+    let digits: String = thumbprint_hex
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .collect();
+    if digits.is_empty()
+        || !digits.len().is_multiple_of(2)
+        || !digits.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(Error::Config(
+            "the certificate thumbprint must be hexadecimal".to_owned(),
+        ));
+    }
+    let bytes: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&digits[i..i + 2], 16).ok())
+        .collect();
+    let x5t = URL_SAFE_NO_PAD.encode(bytes);
+    let signer = RsaSigner::from_pkcs8_pem(key_pem)
+        .map_err(|e| Error::Config(format!("certificate key: {e}")))?;
+    let client_id = client_id.to_owned();
+    let aud = aud.to_owned();
+    Ok(ClientCredential::Assertion(Assertion::new(move |now| {
+        let mut jti = [0u8; 16];
+        getrandom::fill(&mut jti).map_err(|e| e.to_string())?;
+        let claims = client_assertion_claims(
+            &client_id,
+            &aud,
+            &postern_oauth::pkce::random_token(jti),
+            now,
+            600,
+        );
+        sign(&KeyId::X5t(x5t.clone()), &claims, &signer).map_err(|e| e.to_string())
+    })))
 }
