@@ -35,5 +35,19 @@ else
   cargo test --workspace --all-features --locked --no-fail-fast
 fi
 
+step "cargo package (the publishable library crates)"
+# --no-verify: a verify build would fetch every dependency again; the
+# workspace build above already compiled the same sources. postern-cli is
+# left out while its demo depends on the unpublished test-support crate.
+package_log="$(mktemp)"
+if ! cargo package --workspace --no-verify --locked \
+  --exclude postern-cli --exclude postern-benches --exclude postern-test-support \
+  >"$package_log" 2>&1; then
+  cat "$package_log"
+  exit 1
+fi
+grep -E '^ *Packag' "$package_log"
+rm -f "$package_log"
+
 step "fuzz smoke run (every target, ${POSTERN_FUZZ_SECONDS:-30} s each)"
 scripts/fuzz.sh "${POSTERN_FUZZ_SECONDS:-30}"
