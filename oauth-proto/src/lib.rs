@@ -68,6 +68,7 @@ pub mod jwt;
 pub mod pkce;
 pub mod preflight;
 pub mod provider;
+pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod url;
@@ -80,6 +81,7 @@ pub use pkce::Pkce;
 pub use postern_common::{Diagnosis, SHOWN_CHARS, Secret, Stage, sanitize, sanitize_bytes};
 pub use preflight::{GrantKind, preflight};
 pub use provider::{Endpoints, MicrosoftCloud, Provider};
+pub use proxy::{Proxy, ProxyError, parse_connect_reply};
 pub use request::{ClientAuth, Grant, HttpRequest, TokenRequest};
 pub use response::{
     DeviceAuthorization, OAuthError, Outcome, ProtocolError, TokenResponse, classify,

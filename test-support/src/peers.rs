@@ -575,6 +575,71 @@ pub async fn load_with_expiring_tokens<R: Runtime + Default>() {
     t.shutdown().await;
 }
 
+/// Token requests through a real HTTPS proxy (tinyproxy): a `CONNECT`
+/// tunnel to the token endpoint with TLS end to end inside it; a host in
+/// `NO_PROXY` is reached directly.
+pub async fn token_through_https_proxy<R: Runtime + Default>() {
+    let Some(p) = Peers::get() else { return };
+    let pki = crate::Pki::generate();
+    let server = crate::TokenServer::start(crate::TokenServerConfig {
+        clients: vec![("app".into(), "app~secret".into())],
+        tls: Some(pki.localhost.server_config()),
+        ..Default::default()
+    })
+    .unwrap();
+    let mut tls = TlsOptions::default();
+    tls.add_root_pem(pki.ca_pem.as_bytes()).unwrap();
+    let proxy = postern_transport::Proxy::parse(p.var("PROXY_URL")).unwrap();
+    let log = || std::fs::read_to_string(p.var("PROXY_LOG")).unwrap_or_default();
+    // This test's tunnels only (the other runtime's test shares the proxy).
+    let port = server
+        .url()
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let tunnels = || {
+        log()
+            .matches(&format!("CONNECT localhost:{port} HTTP/1.1"))
+            .count()
+    };
+    let oauth = |proxy: postern_transport::Proxy| {
+        OAuth2::client_credentials(
+            &server.url(),
+            false,
+            "app",
+            ClientCredential::SecretPost(Secret::new("app~secret")),
+            "sender@example.com",
+        )
+        .unwrap()
+        .proxy(Some(proxy))
+    };
+    let before = tunnels();
+    let token = postern_transport::fetch_token(&R::default(), &tls, &oauth(proxy.clone()))
+        .await
+        .unwrap();
+    assert!(token.access_token.expose().starts_with("at-"));
+    assert_eq!(server.requests(), 1);
+    assert_eq!(
+        tunnels(),
+        before + 1,
+        "one tunnel through the proxy: {}",
+        log()
+    );
+
+    // NO_PROXY: straight to the endpoint.
+    postern_transport::fetch_token(
+        &R::default(),
+        &tls,
+        &oauth(proxy.with_no_proxy("localhost")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.requests(), 2);
+    assert_eq!(tunnels(), before + 1, "no tunnel for a NO_PROXY host");
+}
+
 /// Defines one test per peer scenario for runtime `$rt`.
 #[macro_export]
 macro_rules! peer_tests {
@@ -587,6 +652,7 @@ macro_rules! peer_tests {
             no_plaintext_credentials,
             utf8_passwords,
             load_with_expiring_tokens,
+            token_through_https_proxy,
         );
     };
     (@each #[$attr:meta] $rt:ty; $($name:ident),* $(,)?) => {$(

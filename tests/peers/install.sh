@@ -9,6 +9,7 @@ need=()
 [ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
 [ -x /usr/lib/dovecot/submission ] || need+=(dovecot-submissiond)
+[ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
 if [ ${#need[@]} -gt 0 ]; then
   # Keep package installs from starting daemons (Debian's policy-rc.d hook).
   if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -216,8 +216,29 @@ dovecot -c "$DC/dovecot.conf"
 postfix -c "$PF/etc" check >/dev/null 2>&1 || true
 postfix -c "$PF/etc" start >/dev/null 2>&1
 
+# --- tinyproxy: the HTTPS proxy token requests go through in the proxy
+# tests (CONNECT to any loopback port; the default allows every port when
+# no ConnectPort line is given).
+PROXY_PORT=$((BASE + 31))
+mkdir -p "$DIR/tinyproxy"
+chmod 777 "$DIR/tinyproxy"
+cat > "$DIR/tinyproxy/tinyproxy.conf" <<CONF
+Port $PROXY_PORT
+Listen 127.0.0.1
+Timeout 60
+Allow 127.0.0.1
+LogFile "$DIR/tinyproxy/tinyproxy.log"
+LogLevel Connect
+PidFile "$DIR/pids/tinyproxy"
+MaxClients 20
+CONF
+touch "$DIR/tinyproxy/tinyproxy.log"
+chmod 666 "$DIR/tinyproxy/tinyproxy.log"
+chmod 777 "$DIR/pids"
+tinyproxy -c "$DIR/tinyproxy/tinyproxy.conf"
+
 # --- wait for every port
-for port in $TOKEN_PORT $DELIVERY_PORT $POSTFIX_SUBMISSION_PORT $POSTFIX_SUBMISSIONS_PORT \
+for port in $TOKEN_PORT $PROXY_PORT $DELIVERY_PORT $POSTFIX_SUBMISSION_PORT $POSTFIX_SUBMISSIONS_PORT \
             $DOVECOT_SUBMISSION_PORT $DOVECOT_SUBMISSIONS_PORT; do
   for _ in $(seq 1 100); do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then break; fi
@@ -244,5 +265,7 @@ POSTFIX_SUBMISSION_PORT=$POSTFIX_SUBMISSION_PORT
 POSTFIX_SUBMISSIONS_PORT=$POSTFIX_SUBMISSIONS_PORT
 DELIVERY_PORT=$DELIVERY_PORT
 TOKEN_TTL=$TTL
+PROXY_URL=http://127.0.0.1:$PROXY_PORT
+PROXY_LOG=$DIR/tinyproxy/tinyproxy.log
 ENV
 echo "peers up: env in $DIR/env"

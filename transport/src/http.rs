@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_oauth::{
-    CacheEvent, FetchError, HttpLimits, HttpResponse, Outcome, ResponseParser, Secret, TokenCache,
-    TokenResponse, classify,
+    CacheEvent, FetchError, HttpLimits, HttpResponse, Outcome, Proxy, ResponseParser, Secret,
+    TokenCache, TokenResponse, classify, parse_connect_reply,
 };
 
 use crate::error::Error;
@@ -29,7 +29,13 @@ pub(crate) async fn request_token<R: Runtime>(
         .map_err(|e| FetchError::Transport(format!("cannot sign the assertion: {e}")))?;
     let deadline = rt.now() + config.request_timeout;
     let http = request.to_http();
-    match until(rt, deadline, exchange(rt, tls, &http, config.http_limits)).await {
+    match until(
+        rt,
+        deadline,
+        exchange(rt, tls, &http, config.http_limits, config.proxy.as_ref()),
+    )
+    .await
+    {
         None => Err(FetchError::TimedOut),
         Some(Err(e)) => Err(FetchError::Transport(e)),
         Some(Ok(response)) => match classify(&response, Some(rt.unix_now())) {
@@ -93,7 +99,13 @@ pub async fn http_exchange<R: Runtime>(
     match until(
         rt,
         deadline,
-        exchange(rt, &config, request, HttpLimits::default()),
+        exchange(
+            rt,
+            &config,
+            request,
+            HttpLimits::default(),
+            env_proxy().as_ref(),
+        ),
     )
     .await
     {
@@ -103,18 +115,25 @@ pub async fn http_exchange<R: Runtime>(
     }
 }
 
-/// One HTTP/1.1 exchange with the token endpoint (`Connection: close`).
+/// One HTTP/1.1 exchange with the token endpoint (`Connection: close`). An
+/// https endpoint is reached through `proxy` when one applies to its host:
+/// a `CONNECT` tunnel, with TLS end to end inside it.
 pub(crate) async fn exchange<R: Runtime>(
     rt: &R,
     tls: &Arc<rustls::ClientConfig>,
     request: &postern_oauth::HttpRequest,
     limits: HttpLimits,
+    proxy: Option<&Proxy>,
 ) -> Result<HttpResponse, String> {
     let ep = &request.endpoint;
-    let tcp = rt
-        .connect(ep.host(), ep.port())
-        .await
-        .map_err(|e| format!("cannot connect to {}:{}: {e}", ep.host(), ep.port()))?;
+    let proxy = proxy.filter(|p| ep.is_tls() && p.applies_to(ep.host()));
+    let tcp = match proxy {
+        Some(p) => tunnel(rt, p, ep.host(), ep.port()).await?,
+        None => rt
+            .connect(ep.host(), ep.port())
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", ep.host(), ep.port()))?,
+    };
     if ep.is_tls() {
         let name = server_name(ep.host()).map_err(|e| e.to_string())?;
         let mut stream = rt
@@ -125,6 +144,43 @@ pub(crate) async fn exchange<R: Runtime>(
     } else {
         let mut stream = tcp;
         roundtrip(&mut stream, &request.bytes, limits).await
+    }
+}
+
+/// A `CONNECT` tunnel through `proxy` to `host:port`; the proxy's answer is
+/// read byte by byte so that nothing of the tunnel is read ahead.
+async fn tunnel<R: Runtime>(
+    rt: &R,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+) -> Result<R::Tcp, String> {
+    let mut tcp = rt.connect(proxy.host(), proxy.port()).await.map_err(|e| {
+        format!(
+            "cannot connect to the proxy {}:{}: {e}",
+            proxy.host(),
+            proxy.port()
+        )
+    })?;
+    write_all(&mut tcp, &proxy.connect_request(host, port))
+        .await
+        .map_err(|e| format!("sending CONNECT to the proxy failed: {e}"))?;
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = read(&mut tcp, &mut byte)
+            .await
+            .map_err(|e| format!("reading the proxy's answer failed: {e}"))?;
+        if n == 0 {
+            return Err("the proxy closed the connection instead of opening a tunnel".to_owned());
+        }
+        received.push(byte[0]);
+        if parse_connect_reply(&received)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok(tcp);
+        }
     }
 }
 
@@ -147,6 +203,22 @@ async fn roundtrip<S: crate::runtime::Stream>(
         }
         if let Some(response) = parser.push(&buf[..n]).map_err(|e| e.to_string())? {
             return Ok(response);
+        }
+    }
+}
+
+/// The proxy `HTTPS_PROXY` (or `https_proxy`) names, minus `NO_PROXY`
+/// hosts; `None` when unset or unusable (a bad value is logged).
+pub(crate) fn env_proxy() -> Option<Proxy> {
+    let var = |names: [&str; 2]| names.iter().find_map(|n| std::env::var(n).ok());
+    match Proxy::from_env_values(
+        var(["HTTPS_PROXY", "https_proxy"]).as_deref(),
+        var(["NO_PROXY", "no_proxy"]).as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "HTTPS_PROXY ignored");
+            None
         }
     }
 }

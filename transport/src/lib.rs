@@ -83,7 +83,7 @@ pub use transport::{Transport, TransportBuilder, TransportStats};
 
 /// The sans-IO OAuth2 crate.
 pub use postern_oauth as oauth;
-pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, TokenResponse};
+pub use postern_oauth::{CacheConfig, Endpoint, MicrosoftCloud, Proxy, TokenResponse};
 /// The sans-IO SMTP client crate.
 pub use postern_smtp as smtp;
 pub use postern_smtp::{

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use postern_oauth::jwt::{KeyId, RsaSigner, bearer_grant_claims, client_assertion_claims, sign};
 use postern_oauth::{
     CacheConfig, ClientAuth, Endpoint, Grant, GrantKind, HttpLimits, MicrosoftCloud, Provider,
-    Secret, TokenRequest,
+    Proxy, Secret, TokenRequest,
 };
 
 use crate::error::Error;
@@ -104,6 +104,7 @@ pub struct OAuth2 {
     pub(crate) http_limits: HttpLimits,
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) on_rotation: Option<Arc<dyn Fn(Secret) + Send + Sync>>,
+    pub(crate) proxy: Option<Proxy>,
 }
 
 impl fmt::Debug for OAuth2 {
@@ -115,6 +116,7 @@ impl fmt::Debug for OAuth2 {
             .field("client", &self.client)
             .field("grant", &self.grant)
             .field("scope", &self.scope)
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +142,7 @@ impl OAuth2 {
             http_limits: HttpLimits::default(),
             extra: Vec::new(),
             on_rotation: None,
+            proxy: crate::http::env_proxy(),
         }
     }
 
@@ -295,6 +298,15 @@ impl OAuth2 {
             ClientCredential::None,
             TokenGrant::JwtBearer(assertion),
         ))
+    }
+
+    /// Reaches the token endpoint through `proxy` (a `CONNECT` tunnel), or
+    /// directly with `None`. By default the proxy is the one `HTTPS_PROXY`
+    /// names, except for the hosts in `NO_PROXY`.
+    #[must_use]
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     /// Sends token requests to `endpoint` instead of the preset's (a
