@@ -172,6 +172,20 @@ impl OAuth2 {
         client_secret: Secret,
         mailbox: &str,
     ) -> Result<Self, Error> {
+        Self::microsoft_app_with(tenant, cloud, client_id, mailbox, |_| {
+            Ok(ClientCredential::SecretPost(client_secret))
+        })
+    }
+
+    /// Microsoft app-only with the client credential `credential` makes for
+    /// the tenant's token URL.
+    fn microsoft_app_with(
+        tenant: &str,
+        cloud: MicrosoftCloud,
+        client_id: &str,
+        mailbox: &str,
+        credential: impl FnOnce(&Endpoint) -> Result<ClientCredential, Error>,
+    ) -> Result<Self, Error> {
         let provider = Provider::Microsoft {
             tenant: tenant.to_owned(),
             cloud,
@@ -179,11 +193,12 @@ impl OAuth2 {
         let endpoint = provider
             .token_endpoint(false)
             .map_err(|e| Error::Config(format!("Microsoft token URL: {e}")))?;
+        let credential = credential(&endpoint)?;
         let mut o = OAuth2::new(
             mailbox,
             endpoint,
             Some(client_id.to_owned()),
-            ClientCredential::SecretPost(client_secret),
+            credential,
             TokenGrant::ClientCredentials,
         );
         o.scope = provider.default_scope(true);
@@ -242,24 +257,13 @@ impl OAuth2 {
         thumbprint_hex: &str,
         mailbox: &str,
     ) -> Result<Self, Error> {
-        let provider = Provider::Microsoft {
-            tenant: tenant.to_owned(),
-            cloud: MicrosoftCloud::Global,
-        };
-        let endpoint = provider
-            .token_endpoint(false)
-            .map_err(|e| Error::Config(format!("Microsoft token URL: {e}")))?;
-        let credential =
-            certificate_assertion(client_id, endpoint.as_str(), key_pem, thumbprint_hex)?;
-        let mut o = OAuth2::new(
+        Self::microsoft_app_with(
+            tenant,
+            MicrosoftCloud::Global,
+            client_id,
             mailbox,
-            endpoint,
-            Some(client_id.to_owned()),
-            credential,
-            TokenGrant::ClientCredentials,
-        );
-        o.scope = provider.default_scope(true);
-        Ok(o)
+            |endpoint| certificate_assertion(client_id, endpoint.as_str(), key_pem, thumbprint_hex),
+        )
     }
 
     /// Google Workspace, a service account with domain-wide delegation,
