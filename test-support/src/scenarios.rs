@@ -809,6 +809,53 @@ pub async fn unconfirmed_message_is_not_resent<R: Runtime>(vt: Virtual<R>) {
     t.shutdown().await;
 }
 
+/// A caller's own rustls configuration is used as is: its roots decide.
+pub async fn custom_rustls_config<R: Runtime>(vt: Virtual<R>) {
+    use postern_transport::rustls;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pki = Pki::generate();
+    let server = tls_server(
+        &pki.localhost,
+        false,
+        SmtpServerConfig {
+            users: vec![("alice".into(), "s3cret~pw".into())],
+            require_auth: true,
+            ..Default::default()
+        },
+    );
+    vt.serve_smtp(&server);
+    let config = |trust_test_ca: bool| {
+        let mut roots = rustls::RootCertStore::empty();
+        if trust_test_ca {
+            for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+        }
+        let provider = std::sync::Arc::new(postern_transport::crypto_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsOptions::from_rustls_config(std::sync::Arc::new(config))
+    };
+    let t = builder(vt.clone(), "localhost", server.port(), Security::StartTls)
+        .tls(config(true))
+        .password("alice", "s3cret~pw")
+        .build()
+        .unwrap();
+    send_one(&t).await;
+    let untrusting = builder(vt.clone(), "localhost", server.port(), Security::StartTls)
+        .tls(config(false))
+        .password("alice", "s3cret~pw")
+        .build()
+        .unwrap();
+    let err = send_err(&untrusting).await;
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
+    t.shutdown().await;
+}
+
 /// A server that accepts the connection and never greets: the greeting
 /// timeout fires and names its phase. On virtual time: the 200 ms pass in
 /// one clock step once the client waits.
@@ -968,6 +1015,7 @@ macro_rules! transport_tests {
             greeting_timeout,
             sessions_end_cleanly,
             unconfirmed_message_is_not_resent,
+            custom_rustls_config,
         );
 
         #[$attr]

@@ -25,6 +25,8 @@ use crate::error::Error;
 /// platform's own store is added with the `rustls-native-certs` feature.
 #[derive(Clone, Default)]
 pub struct TlsOptions {
+    /// A caller's own rustls configuration, used as is.
+    custom: Option<Arc<rustls::ClientConfig>>,
     extra_roots: Vec<CertificateDer<'static>>,
     without_webpki_roots: bool,
     native_roots: bool,
@@ -34,6 +36,7 @@ pub struct TlsOptions {
 impl fmt::Debug for TlsOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsOptions")
+            .field("custom_rustls_config", &self.custom.is_some())
             .field("extra_roots", &self.extra_roots.len())
             .field("webpki_roots", &!self.without_webpki_roots)
             .field("native_roots", &self.native_roots)
@@ -46,6 +49,19 @@ impl fmt::Debug for TlsOptions {
 }
 
 impl TlsOptions {
+    /// Uses `config` as is for SMTP and token requests: the caller's own
+    /// roots, verifier, client certificate or crypto provider (aws-lc-rs,
+    /// a FIPS build). The other settings here are then not used. Its ALPN
+    /// list should be empty: SMTP and the token endpoint speak no ALPN
+    /// protocol.
+    #[must_use]
+    pub fn from_rustls_config(config: Arc<rustls::ClientConfig>) -> Self {
+        TlsOptions {
+            custom: Some(config),
+            ..TlsOptions::default()
+        }
+    }
+
     /// Trusts every certificate in `pem` (one or more `CERTIFICATE` blocks) in
     /// addition to the other roots. Returns how many were added; a PEM text
     /// without any certificate is an error.
@@ -105,6 +121,9 @@ impl TlsOptions {
 
     /// The rustls configuration (no ALPN, no client certificate).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        if let Some(config) = &self.custom {
+            return Ok(Arc::clone(config));
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
