@@ -2,8 +2,7 @@
 //! JSON output, each exit-code class from a real failure.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -11,6 +10,10 @@ use postern_test_support::{
     Pki, ServerTls, SmtpServer, SmtpServerConfig, TokenServer, TokenServerConfig, Tokens,
 };
 use serde_json::Value;
+
+mod common;
+
+use common::get_location;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
@@ -462,23 +465,6 @@ fn profiles_and_nodemailer_import() {
     assert_eq!(code(&o), 2);
     assert!(text(&o.stderr).contains("env:"), "{}", text(&o.stderr));
     assert!(!text(&o.stderr).contains("app~secret"));
-}
-
-/// A GET over plain HTTP; returns the `Location` header.
-fn get_location(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = rest.split_at(rest.find('/')?);
-    let mut s = TcpStream::connect(authority).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    response
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: ").map(str::to_owned))
 }
 
 fn authorize_child(p: &Peers, store: &Path, extra: &[&str]) -> std::process::Child {

@@ -6,14 +6,17 @@
 //! After every walk-through the stored authorization still works.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use postern_test_support::{
     Pki, ServerTls, SmtpServer, SmtpServerConfig, TokenServer, TokenServerConfig, Tokens,
 };
+
+mod common;
+
+use common::get_location;
 
 const BIN: &str = env!("CARGO_BIN_EXE_postern");
 
@@ -155,23 +158,6 @@ impl Drop for Walk {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A GET on loopback; the `Location` of the answer.
-fn get_location(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = rest.split_at(rest.find('/')?);
-    let mut s = TcpStream::connect(authority).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    response
-        .lines()
-        .find_map(|l| l.strip_prefix("Location: ").map(str::to_owned))
 }
 
 /// KADA K: Microsoft 365 app-only; the test message, then a send.

@@ -221,40 +221,7 @@ fn authorization_code_with_pkce_then_refresh_token_send() {
     let refresh = std::fs::read_to_string(&store).unwrap();
     assert!(refresh.trim().len() > 20);
 
-    // The refresh-token grant drives a delegated send as user@example.com.
-    let subject = unique("delegated");
-    let mut args = vec!["send".to_owned()];
-    args.extend(base_args(&p, p.smtp_port(Server::Dovecot, true)));
-    args.extend(
-        [
-            "--tls",
-            "implicit",
-            "--client-id",
-            "public-client",
-            "--refresh-token-file",
-            store.to_str().unwrap(),
-            "--user",
-            "user@example.com",
-            "--from",
-            "user@example.com",
-            "--to",
-            "rcpt@example.com",
-            "--subject",
-            &subject,
-        ]
-        .iter()
-        .map(|s| (*s).to_owned()),
-    );
-    let o = run(&args, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(p.wait_for_mail("rcpt", &subject, 1).len(), 1);
-    // Public clients get a rotated refresh token: the file was replaced.
-    let rotated = std::fs::read_to_string(&store).unwrap();
-    assert_ne!(rotated, refresh, "rotated refresh token stored");
-
-    // The guides' "Send Test Email" right after authorizing, then `token`,
-    // then ordinary sends: each redeems the stored refresh token, which
-    // oidc-provider rotates, so each must store the new one before going on.
+    // Delegated commands as user@example.com with the stored refresh token.
     let delegated = |command: &str, extra: &[&str]| {
         let mut args = vec![command.to_owned()];
         args.extend(base_args(&p, p.smtp_port(Server::Dovecot, true)));
@@ -284,6 +251,17 @@ fn authorization_code_with_pkce_then_refresh_token_send() {
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
+    // The refresh-token grant drives a delegated send as user@example.com.
+    let subject = unique("delegated");
+    delegated("send", &["--to", "rcpt@example.com", "--subject", &subject]);
+    assert_eq!(p.wait_for_mail("rcpt", &subject, 1).len(), 1);
+    // Public clients get a rotated refresh token: the file was replaced.
+    let rotated = std::fs::read_to_string(&store).unwrap();
+    assert_ne!(rotated, refresh, "rotated refresh token stored");
+
+    // The guides' "Send Test Email" right after authorizing, then `token`,
+    // then ordinary sends: each redeems the stored refresh token, which
+    // oidc-provider rotates, so each must store the new one before going on.
     let before = std::fs::read_to_string(&store).unwrap();
     let out = delegated("diagnose", &["--send-test", "rcpt@example.com"]);
     assert!(out.contains("all steps passed"), "{out}");

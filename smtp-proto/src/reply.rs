@@ -360,11 +360,12 @@ impl fmt::Debug for Reply {
         f.debug_struct("Reply")
             .field("code", &self.code)
             .field("enhanced", &self.enhanced.map(|e| e.to_string()))
+            // Peer text, so escaped for the log it may end up in.
             .field(
                 "lines",
                 &self
                     .lines()
-                    .map(String::from_utf8_lossy)
+                    .map(|l| sanitize(&String::from_utf8_lossy(l), SHOWN_CHARS))
                     .collect::<Vec<_>>(),
             )
             .finish()
