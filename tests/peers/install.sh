@@ -22,3 +22,11 @@ fi
 if [ ! -d "$here/oidc/node_modules/oidc-provider" ]; then
   (cd "$here/oidc" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# dkimpy, the independent DKIM verifier the signing tests check against
+# (pinned; in a virtual environment beside this script).
+# PyNaCl is dkimpy's Ed25519 back end.
+if ! "$here/py/bin/python" -c 'import dkim, nacl' 2>/dev/null; then
+  python3 -m venv "$here/py"
+  "$here/py/bin/pip" install -q --disable-pip-version-check \
+    dkimpy==1.1.8 dnspython==2.9.2 pynacl==1.6.2
+fi

@@ -267,5 +267,7 @@ DELIVERY_PORT=$DELIVERY_PORT
 TOKEN_TTL=$TTL
 PROXY_URL=http://127.0.0.1:$PROXY_PORT
 PROXY_LOG=$DIR/tinyproxy/tinyproxy.log
+DKIM_PYTHON=$here/py/bin/python
+DKIM_VERIFY=$here/dkim_verify.py
 ENV
 echo "peers up: env in $DIR/env"

@@ -71,6 +71,10 @@ pub enum Error {
     Message(io::Error),
     /// The transport was shut down.
     Shutdown,
+    /// The message could not be DKIM-signed; nothing was sent.
+    #[cfg(feature = "dkim")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dkim")))]
+    Dkim(crate::dkim::DkimError),
 }
 
 impl Error {
@@ -121,6 +125,8 @@ impl Error {
             // A resend may deliver twice: not a plain retry.
             Error::Unconfirmed(_) => false,
             Error::Config(_) | Error::Tls { .. } | Error::Message(_) | Error::Shutdown => false,
+            #[cfg(feature = "dkim")]
+            Error::Dkim(_) => false,
         }
     }
 
@@ -129,6 +135,8 @@ impl Error {
     pub fn stage(&self) -> Stage {
         match self {
             Error::Config(_) => Stage::Config,
+            #[cfg(feature = "dkim")]
+            Error::Dkim(_) => Stage::Config,
             Error::Connect { .. } | Error::ConnectTimeout { .. } => Stage::Connect,
             Error::Tls { .. } => Stage::Tls,
             Error::Io(_) | Error::Reply(_) | Error::Shutdown => Stage::Session,
@@ -183,6 +191,8 @@ impl fmt::Display for Error {
                  delivered; check before sending it again ({cause})"
             ),
             Error::Shutdown => f.write_str("the transport was shut down"),
+            #[cfg(feature = "dkim")]
+            Error::Dkim(e) => write!(f, "{e}"),
         }?;
         // A token error's own text already names its diagnosis.
         if let Some(d) = self
@@ -204,6 +214,8 @@ impl std::error::Error for Error {
             Error::Command(e) => Some(&**e),
             Error::Token(e) => Some(&**e),
             Error::Unconfirmed(e) => Some(&**e),
+            #[cfg(feature = "dkim")]
+            Error::Dkim(e) => Some(e),
             _ => None,
         }
     }

@@ -49,6 +49,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod connection;
+#[cfg(feature = "dkim")]
+mod dkim;
 #[cfg(feature = "mail-builder")]
 mod email;
 mod error;
@@ -64,6 +66,9 @@ mod tls;
 mod transport;
 
 pub use connection::READ_BUFFER;
+#[cfg(feature = "dkim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dkim")))]
+pub use dkim::{DEFAULT_SIGNED_HEADERS, Dkim, DkimError, MAX_HEADER_SECTION};
 #[cfg(feature = "mail-builder")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use email::Email;

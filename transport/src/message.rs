@@ -17,6 +17,9 @@ use crate::error::Error;
 /// transport converts them to CRLF and dot-stuffs.
 pub struct Message {
     source: Source,
+    /// The stream starts with a `DKIM-Signature` field put there by
+    /// [`Message::prepend`] (the first pass of a two-pass signature).
+    signed: bool,
 }
 
 enum Source {
@@ -39,6 +42,7 @@ impl Message {
     pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
         Message {
             source: Source::Bytes(bytes.into()),
+            signed: false,
         }
     }
 
@@ -48,7 +52,67 @@ impl Message {
     pub fn reader(reader: impl AsyncRead + Send + 'static) -> Self {
         Message {
             source: Source::Reader(Box::pin(reader)),
+            signed: false,
         }
+    }
+
+    /// The message with `header` (one or more header fields, each ending in
+    /// CRLF) put before it. For a streamed message this is the second pass
+    /// of DKIM signing: the `DKIM-Signature` field from the first pass,
+    /// then the same bytes again. A transport that signs
+    /// ([`crate::TransportBuilder::dkim`]) sends a stream that starts with
+    /// a `DKIM-Signature` field as it is, and refuses any other stream.
+    #[must_use]
+    pub fn prepend(self, header: impl Into<Vec<u8>>) -> Message {
+        let header = header.into();
+        let signed = self.signed
+            || header
+                .get(..15)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"DKIM-Signature:"));
+        let source = match self.source {
+            Source::Bytes(b) => {
+                let mut joined = header;
+                joined.extend_from_slice(&b);
+                Source::Bytes(joined.into())
+            }
+            Source::Reader(inner) => Source::Reader(Box::pin(Prefixed {
+                prefix: header,
+                at: 0,
+                inner,
+            })),
+        };
+        Message { source, signed }
+    }
+
+    /// `true` for a stream that starts with a `DKIM-Signature` field put
+    /// there by [`Message::prepend`].
+    #[cfg(feature = "dkim")]
+    pub(crate) fn is_signed_stream(&self) -> bool {
+        self.signed && matches!(self.source, Source::Reader(_))
+    }
+}
+
+/// A reader that yields `prefix`, then `inner`.
+struct Prefixed {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.at < this.prefix.len() {
+            let n = buf.len().min(this.prefix.len() - this.at);
+            buf[..n].copy_from_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(n));
+        }
+        this.inner.as_mut().poll_read(cx, buf)
     }
 }
 

@@ -32,6 +32,8 @@ pub struct TransportBuilder<R: Runtime> {
     client: ClientConfig,
     connect_timeout: Duration,
     pool: PoolConfig,
+    #[cfg(feature = "dkim")]
+    dkim: Option<Arc<crate::dkim::Dkim>>,
 }
 
 impl<R: Runtime> TransportBuilder<R> {
@@ -48,6 +50,8 @@ impl<R: Runtime> TransportBuilder<R> {
             client: ClientConfig::default(),
             connect_timeout: Duration::from_secs(30),
             pool: PoolConfig::default(),
+            #[cfg(feature = "dkim")]
+            dkim: None,
         }
     }
 
@@ -138,6 +142,17 @@ impl<R: Runtime> TransportBuilder<R> {
         self
     }
 
+    /// Signs every message with DKIM before it is sent. A message in memory
+    /// is signed on the way; a streamed one must have been signed in a
+    /// first pass ([`crate::Dkim::sign_read`], [`Message::prepend`]) and is
+    /// refused with [`crate::DkimError::Streamed`] otherwise.
+    #[cfg(feature = "dkim")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "dkim")))]
+    pub fn dkim(mut self, dkim: crate::dkim::Dkim) -> Self {
+        self.dkim = Some(Arc::new(dkim));
+        self
+    }
+
     /// **Dangerous.** Sends credentials over a connection without TLS. Only
     /// for loopback tests or a network you control end to end.
     pub fn dangerous_allow_credentials_without_tls(mut self, on: bool) -> Self {
@@ -176,6 +191,8 @@ impl<R: Runtime> TransportBuilder<R> {
                 login,
                 pool: Pool::new(self.pool),
                 rt: self.rt,
+                #[cfg(feature = "dkim")]
+                dkim: self.dkim,
             }),
         })
     }
@@ -212,6 +229,8 @@ struct Shared<R: Runtime> {
     target: Target,
     login: Login,
     pool: Pool<R>,
+    #[cfg(feature = "dkim")]
+    dkim: Option<Arc<crate::dkim::Dkim>>,
 }
 
 /// Counters of a transport.
@@ -268,6 +287,14 @@ impl<R: Runtime> Transport<R> {
         }
         if let Login::Fetched(p) = &s.login {
             p.warm(&s.rt);
+        }
+        #[cfg(feature = "dkim")]
+        if let Some(dkim) = &s.dkim {
+            message = match message.as_bytes() {
+                Some(bytes) => Message::bytes(dkim.sign(bytes).map_err(Error::Dkim)?),
+                None if message.is_signed_stream() => message,
+                None => return Err(Error::Dkim(crate::dkim::DkimError::Streamed)),
+            };
         }
         let envelope = &*message.declared(envelope);
         let _permit = s.pool.permit().await;

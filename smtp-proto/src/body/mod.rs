@@ -31,7 +31,7 @@ mod reference;
 
 use fast::{FAST_BLOCK, HI, find_hit};
 
-pub use reference::{canonical, reference_encode};
+pub use reference::{Canonicalizer, canonical, reference_encode};
 
 /// The longest line, in octets without CRLF, that RFC 5321 allows.
 pub const MAX_LINE_LEN: u64 = 998;

@@ -29,6 +29,58 @@ pub fn canonical(input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`canonical`] in pieces: line ends made CRLF as the bytes arrive, for a
+/// message streamed once to be signed (DKIM) and once to be sent. Holds one
+/// byte of state (a CR that may be followed by LF); no buffer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Canonicalizer {
+    pending_cr: bool,
+    line_open: bool,
+}
+
+impl Canonicalizer {
+    /// A canonicalizer at the start of a message.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends the canonical form of `input` to `out`. A CR at the end of
+    /// `input` is held until the next byte shows whether LF follows.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + 2);
+        for &b in input {
+            if self.pending_cr {
+                self.pending_cr = false;
+                out.extend_from_slice(b"\r\n");
+                self.line_open = false;
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            match b {
+                b'\r' => self.pending_cr = true,
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.line_open = false;
+                }
+                b => {
+                    out.push(b);
+                    self.line_open = true;
+                }
+            }
+        }
+    }
+
+    /// Ends the message: a held CR becomes CRLF, an open last line is ended.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.pending_cr || self.line_open {
+            out.extend_from_slice(b"\r\n");
+        }
+        *self = Self::default();
+    }
+}
+
 /// The byte-at-a-time reference encoder: the whole body in, the exact wire bytes
 /// out (terminator included with dot-stuffing). Slow and simple on purpose: the
 /// oracle that [`BodyEncoder`](super::BodyEncoder) is tested and fuzzed against.
