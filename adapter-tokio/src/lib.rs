@@ -44,24 +44,42 @@
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use rustls::pki_types::ServerName;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-#[cfg(feature = "mail-builder")]
-pub use postern_transport::Email;
-// Everything but the runtime-specific names below is postern-transport's.
-pub use postern_transport::*;
+// The public surface, named one by one. The runtime plumbing (the
+// `Runtime` trait, the HTTP helpers) stays in `postern_transport`.
+/// The sans-IO OAuth2 core: token requests and responses, PKCE, device
+/// flow, the token cache, diagnoses.
+pub use postern_transport::oauth;
+/// rustls, the one public dependency: for [`TlsOptions::from_rustls_config`]
+/// and the certificate errors inside [`Error::Tls`]. Its version is
+/// postern's; a major rustls upgrade is a major postern release.
+pub use postern_transport::rustls;
+/// The sans-IO SMTP core: the client machine, the reply parser, the EHLO
+/// model, SASL, the body encoder, diagnoses.
+pub use postern_transport::smtp;
 pub use postern_transport::{
-    Assertion, Auth, AuthFailure, AuthFailureKind, CacheConfig, ClientConfig, ClientCredential,
-    ClientName, Endpoint, Envelope, Error, Mailbox, Mechanism, Message, MicrosoftCloud, OAuth2,
-    PoolConfig, READ_BUFFER, READ_CHUNK, RecipientResult, Reply, Secret, Security, Timeouts,
-    TlsOptions, TokenGrant, TransactionReport, TransportStats, oauth, smtp,
+    Assertion, Auth, CacheConfig, ClientCredential, Endpoint, MicrosoftCloud, OAuth2, Proxy,
+    Secret, TokenGrant, TokenResponse,
 };
+pub use postern_transport::{
+    AuthFailure, AuthFailureKind, BodyType, Diagnosis, Envelope, Error, Mailbox, Message,
+    NamedMailbox, READ_CHUNK, RecipientResult, Reply, Stage, TransactionReport,
+};
+pub use postern_transport::{
+    ClientConfig, ClientName, Mechanism, PoolConfig, Security, Timeouts, TlsOptions, TransportStats,
+};
+#[cfg(feature = "dkim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dkim")))]
+pub use postern_transport::{DEFAULT_SIGNED_HEADERS, Dkim, DkimError, MAX_HEADER_SECTION};
+#[cfg(feature = "mail-builder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
+pub use postern_transport::{Email, mail_builder};
+pub use postern_transport::{Sent, StubTransport};
 
 /// The tokio runtime as postern's transport sees it. Uses the ambient tokio
 /// runtime (`tokio::spawn`, `tokio::time`): build and use the transport inside
@@ -80,24 +98,43 @@ pub fn message_from_reader(reader: impl tokio::io::AsyncRead + Send + 'static) -
     Message::reader(Box::pin(reader).compat())
 }
 
-/// A reusable tokio timer.
-#[derive(Debug)]
-pub struct TokioSleep(Pin<Box<tokio::time::Sleep>>);
-
-impl Future for TokioSleep {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.as_mut().poll(cx)
-    }
+/// Fetches one access token for `oauth` (the same request the transport
+/// makes, with the same errors), for another protocol (IMAP, Microsoft
+/// Graph) or a set-up check. No cache: a [`Transport`] keeps and refreshes
+/// its own. A rotated refresh token is handed to `oauth`'s persistence hook
+/// before this returns.
+pub async fn fetch_token(oauth: &OAuth2, tls: &TlsOptions) -> Result<TokenResponse, Error> {
+    postern_transport::http::fetch_token(&Tokio, tls, oauth).await
 }
 
-impl postern_transport::Sleep for TokioSleep {
-    fn reset(&mut self, deadline: Instant) {
-        self.0.as_mut().reset(deadline.into());
+/// The timer type of the runtime impl: public (an associated type must be)
+/// but unnameable outside this crate.
+mod timer {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    /// A reusable tokio timer.
+    #[derive(Debug)]
+    pub struct TokioSleep(pub(super) Pin<Box<tokio::time::Sleep>>);
+
+    impl Future for TokioSleep {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.as_mut().poll(cx)
+        }
+    }
+
+    impl postern_transport::runtime::Sleep for TokioSleep {
+        fn reset(&mut self, deadline: Instant) {
+            self.0.as_mut().reset(deadline.into());
+        }
     }
 }
+use timer::TokioSleep;
 
-impl postern_transport::Runtime for Tokio {
+impl postern_transport::runtime::Runtime for Tokio {
     type Tcp = Compat<tokio::net::TcpStream>;
     type Tls = Compat<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
     type Sleep = TokioSleep;

@@ -38,11 +38,11 @@ async fn postern(port: u16, sessions: usize, body: Arc<[u8]>) {
     let t = Transport::builder("127.0.0.1")
         .port(port)
         .security(Security::Plaintext)
-        .pool(postern_tokio::PoolConfig {
-            max_connections: sessions,
-            max_messages_per_connection: u32::MAX,
-            ..postern_tokio::PoolConfig::default()
-        })
+        .pool(
+            postern_tokio::PoolConfig::default()
+                .max_connections(sessions)
+                .max_messages_per_connection(u32::MAX),
+        )
         .build()
         .expect("transport");
     let envelope = Envelope::new(

@@ -29,15 +29,10 @@ fn token(c: &mut Criterion) {
         cache.handle_token(
             t0,
             fetch,
-            TokenResponse {
-                access_token: Secret::new("x".repeat(1500)),
-                token_type: "Bearer".into(),
-                expires_in: Some(Duration::from_secs(3600)),
-                refresh_in: None,
-                refresh_token: None,
-                scope: None,
-                id_token: None,
-            },
+            TokenResponse::bearer(
+                Secret::new("x".repeat(1500)),
+                Some(Duration::from_secs(3600)),
+            ),
         );
     }
     let now = t0 + Duration::from_secs(1);

@@ -16,11 +16,9 @@ fn memory_per_connection() {
     use postern_smtp::{Client, ClientConfig, Envelope, Mailbox, Security};
     let region = stats_alloc::Region::new(GLOBAL);
     let now = std::time::Instant::now();
-    let config = ClientConfig {
-        tls: Security::Plaintext,
-        use_chunking: false,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .tls(Security::Plaintext)
+        .use_chunking(false);
     let mut client = Box::new(Client::new(config, now));
     let _ = client.handle_input(
         now,
@@ -241,11 +239,9 @@ fn transactions(c: &mut Criterion) {
         m
     };
     let start = std::time::Instant::now();
-    let config = ClientConfig {
-        tls: Security::Plaintext,
-        use_chunking: false,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .tls(Security::Plaintext)
+        .use_chunking(false);
     let mut client = Client::new(config, start);
     let _ = client.handle_input(
         start,

@@ -129,7 +129,7 @@ pub(crate) async fn run(args: AuthorizeArgs) -> Result<(), Failure> {
 async fn token(tls: &postern_tokio::TlsOptions, request: TokenRequest) -> Result<Outcome, Failure> {
     let http = request.to_http();
     let response =
-        postern_tokio::http_exchange(&Tokio, tls, &http, Duration::from_secs(30)).await?;
+        postern_transport::http::http_exchange(&Tokio, tls, &http, Duration::from_secs(30)).await?;
     Ok(classify(&response, None))
 }
 
@@ -184,21 +184,20 @@ async fn code_flow(
         ),
         (None, None) => "http://localhost/".to_owned(),
     };
-    let request = AuthorizationRequest {
-        endpoint: authorize.to_owned(),
-        client_id: client_id.to_owned(),
-        redirect_uri: redirect_uri.clone(),
-        scope: scope.to_owned(),
-        state: state.clone(),
-        code_challenge: Some(pkce.challenge.clone()),
-        login_hint: s.user.clone(),
-        prompt: None,
-        extra: provider
-            .offline_parameters()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    };
+    let mut request = AuthorizationRequest::new(
+        authorize,
+        client_id,
+        redirect_uri.clone(),
+        scope,
+        state.clone(),
+    );
+    request.code_challenge = Some(pkce.challenge.clone());
+    request.login_hint.clone_from(&s.user);
+    request.extra = provider
+        .offline_parameters()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     eprintln!(
         "Open this address in a browser and sign in:\n\n{}\n",
         request.url()
@@ -310,7 +309,7 @@ async fn device_flow(
         &client_auth,
     );
     let response =
-        postern_tokio::http_exchange(&Tokio, tls, &http, Duration::from_secs(30)).await?;
+        postern_transport::http::http_exchange(&Tokio, tls, &http, Duration::from_secs(30)).await?;
     let auth = classify_device_authorization(&response).map_err(|o| outcome_error(*o))?;
     match &auth.message {
         Some(m) => eprintln!("{m}"),

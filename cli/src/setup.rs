@@ -6,7 +6,7 @@ use std::time::Duration;
 use postern_oauth::{MicrosoftCloud, Provider};
 use postern_tokio::{
     Auth, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts, TlsOptions,
-    TokenGrant, Transport, TransportBuilder, certificate_assertion,
+    TokenGrant, Transport, TransportBuilder,
 };
 
 use crate::config::{AuthMode, ProviderKind, Settings, secret};
@@ -26,7 +26,7 @@ pub(crate) fn tls_options(s: &Settings) -> Result<TlsOptions, Failure> {
     }
     if s.dangerous_accept_invalid_certs {
         eprintln!("warning: certificate verification is OFF (--dangerous-accept-invalid-certs)");
-        tls.dangerous_accept_invalid_certs(true);
+        tls = tls.dangerous_accept_invalid_certs(true);
     }
     Ok(tls)
 }
@@ -149,7 +149,7 @@ fn client_credential(
             .ok_or_else(|| usage("--certificate-thumbprint is required with --certificate-key"))?;
         let pem = std::fs::read_to_string(key)
             .map_err(|e| usage(format!("cannot read {}: {e}", key.display())))?;
-        return Ok(certificate_assertion(
+        return Ok(ClientCredential::certificate(
             client_id,
             endpoint.as_str(),
             &pem,

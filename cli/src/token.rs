@@ -2,7 +2,7 @@
 
 use clap::Args;
 use postern_oauth::preflight::mail_claims;
-use postern_tokio::{OAuth2, TokenResponse, Tokio};
+use postern_tokio::{OAuth2, TokenResponse};
 use serde_json::json;
 
 use crate::config::Settings;
@@ -31,7 +31,7 @@ pub(crate) fn shown(text: &str) -> String {
 /// Fetches one token.
 pub(crate) async fn fetch(s: &Settings, oauth: &OAuth2) -> Result<TokenResponse, Failure> {
     let tls = setup::tls_options(s)?;
-    Ok(postern_tokio::fetch_token(&Tokio, &tls, oauth).await?)
+    Ok(postern_tokio::fetch_token(oauth, &tls).await?)
 }
 
 /// Runs `postern token`.

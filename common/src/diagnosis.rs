@@ -10,6 +10,7 @@ use std::fmt;
 /// OAuth core (`postern_oauth::diagnose`, `postern_oauth::preflight`) both
 /// return this type.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Diagnosis {
     /// The stable id, e.g. `ms.secret.wrong` or `ms.smtp.auth_disabled`.
     pub id: &'static str,

@@ -18,3 +18,24 @@ mod text;
 pub use diagnosis::{Diagnosis, Stage};
 pub use secret::Secret;
 pub use text::{SHOWN_CHARS, sanitize, sanitize_bytes};
+
+/// Chaining setters for the public fields of a settings struct, so a
+/// `#[non_exhaustive]` struct is still set up in one expression:
+/// `PoolConfig::default().max_connections(8).idle_timeout(d)`. Each setter
+/// takes the field's type and is named after it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! setters {
+    ($ty:ident { $($field:ident : $fty:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "` (chaining).")]
+                #[must_use]
+                pub fn $field(mut self, value: $fty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}

@@ -32,6 +32,7 @@ pub const MAX_DEPTH: usize = 64;
 
 /// Why a text is not a readable object literal.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JsError {
     /// 1-based line.
     pub line: usize,

@@ -65,11 +65,10 @@ fn parse_all(data: &[u8], chunk: usize, limits: ReplyLimits) -> (Vec<String>, Op
 /// whole input; replies stay within the limits.
 pub fn reply_parser(data: &[u8]) {
     let (chunk, data) = chunks(data);
-    let limits = ReplyLimits {
-        max_line_len: 64,
-        max_lines: 8,
-        max_reply_bytes: 256,
-    };
+    let limits = ReplyLimits::default()
+        .max_line_len(64)
+        .max_lines(8)
+        .max_reply_bytes(256);
     let whole = parse_all(data, data.len().max(1), limits);
     let split = parse_all(data, chunk, limits);
     assert_eq!(whole, split);
@@ -187,21 +186,20 @@ fn justified(e: &BodyError, data: &[u8], config: BodyConfig) -> bool {
 /// dot-stuffing the output has no bare CR or LF, no end-of-data line before
 /// the terminator, and un-stuffs to the canonical input.
 pub fn body_encoder(input: BodyInput) {
-    let config = BodyConfig {
-        dot_stuffing: input.dot_stuffing && !input.binary,
-        eight_bit: input.eight_bit,
-        long_lines: if input.allow_long {
+    let config = BodyConfig::default()
+        .dot_stuffing(input.dot_stuffing && !input.binary)
+        .eight_bit(input.eight_bit)
+        .long_lines(if input.allow_long {
             LongLines::Allow
         } else {
             LongLines::Reject
-        },
-        nul: if input.allow_nul {
+        })
+        .nul(if input.allow_nul {
             NulBytes::Allow
         } else {
             NulBytes::Reject
-        },
-        binary: input.binary,
-    };
+        })
+        .binary(input.binary);
     let want = same_line(reference_encode(&input.data, config));
     let got = same_line(encode_split(&input.data, config, &input.cuts));
     match (&got, &want) {
@@ -298,18 +296,16 @@ const MAX_PENDING_BODY: usize = 4096;
 pub fn client(input: ClientInput) {
     let start = Instant::now();
     let mut now = start;
-    let config = ClientConfig {
-        tls: match input.tls % 4 {
+    let config = ClientConfig::default()
+        .tls(match input.tls % 4 {
             0 => Security::ImplicitTls,
             1 => Security::StartTls,
             2 => Security::StartTlsOpportunistic,
             _ => Security::Plaintext,
-        },
-        use_chunking: input.chunking,
-        dangerous_allow_credentials_without_tls: input.allow_plain,
-        max_pending_body: MAX_PENDING_BODY,
-        ..ClientConfig::default()
-    };
+        })
+        .use_chunking(input.chunking)
+        .dangerous_allow_credentials_without_tls(input.allow_plain)
+        .max_pending_body(MAX_PENDING_BODY);
     let mut c = Client::new(config, now);
     let server_said_secret = input.ops.iter().any(|op| match op {
         Op::Input(b) | Op::Body(b) => b.windows(6).any(|w| w == b"SECRET"),
@@ -412,11 +408,10 @@ fn http_parse(data: &[u8], chunk: usize, limits: HttpLimits) -> Result<HttpRespo
 /// stays within the limits.
 pub fn http_response(data: &[u8]) {
     let (chunk, data) = chunks(data);
-    let limits = HttpLimits {
-        max_head: 512,
-        max_headers: 8,
-        max_body: 1024,
-    };
+    let limits = HttpLimits::default()
+        .max_head(512)
+        .max_headers(8)
+        .max_body(1024);
     let whole = http_parse(data, data.len().max(1), limits);
     let split = http_parse(data, chunk, limits);
     assert_eq!(whole.is_ok(), split.is_ok(), "{whole:?} / {split:?}");
@@ -449,12 +444,7 @@ pub fn token_response(input: TokenInput) {
     if let Some(r) = input.retry_after {
         headers.push(("Retry-After".to_owned(), r));
     }
-    let response = HttpResponse {
-        status: input.status,
-        reason: String::new(),
-        headers,
-        body,
-    };
+    let response = HttpResponse::new(input.status, headers, body);
     let outcome = classify(&response, Some(1_800_000_000));
     let text = match &outcome {
         Outcome::Token(t) => format!("{t:?}"),
@@ -535,15 +525,12 @@ pub fn token_cache(ops: Vec<CacheOp>) {
                     continue;
                 }
                 let f = tickets.remove(usize::from(which) % tickets.len());
-                let response = TokenResponse {
-                    access_token: Secret::new("at-SECRET"),
-                    token_type: "Bearer".to_owned(),
-                    expires_in: expires_in.map(|s| Duration::from_secs(u64::from(s))),
-                    refresh_in: refresh_in.map(|s| Duration::from_secs(u64::from(s))),
-                    refresh_token: rotated.then(|| Secret::new("refresh-SECRET-2")),
-                    scope: None,
-                    id_token: None,
-                };
+                let mut response = TokenResponse::bearer(
+                    Secret::new("at-SECRET"),
+                    expires_in.map(|s| Duration::from_secs(u64::from(s))),
+                );
+                response.refresh_in = refresh_in.map(|s| Duration::from_secs(u64::from(s)));
+                response.refresh_token = rotated.then(|| Secret::new("refresh-SECRET-2"));
                 cache.handle_token(now, f, response);
             }
             CacheOp::Failure { which, kind, after } => {
@@ -623,7 +610,10 @@ pub fn jsobject(data: &[u8]) {
         }
         Err(e) => {
             let lines = text.split('\n').count();
-            assert!(e.line >= 1 && e.line <= lines.max(1), "{e} in {lines} lines");
+            assert!(
+                e.line >= 1 && e.line <= lines.max(1),
+                "{e} in {lines} lines"
+            );
             assert!(e.column >= 1);
             assert!(!e.message.is_empty());
         }

@@ -8,6 +8,7 @@ use postern_common::{Secret, sanitize};
 
 /// An authorization request.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthorizationRequest {
     /// The authorization endpoint.
     pub endpoint: String,
@@ -30,6 +31,29 @@ pub struct AuthorizationRequest {
 }
 
 impl AuthorizationRequest {
+    /// A request for `scope` with `state`; no PKCE challenge, hint, prompt
+    /// or extra parameter until set.
+    #[must_use]
+    pub fn new(
+        endpoint: impl Into<String>,
+        client_id: impl Into<String>,
+        redirect_uri: impl Into<String>,
+        scope: impl Into<String>,
+        state: impl Into<String>,
+    ) -> Self {
+        AuthorizationRequest {
+            endpoint: endpoint.into(),
+            client_id: client_id.into(),
+            redirect_uri: redirect_uri.into(),
+            scope: scope.into(),
+            state: state.into(),
+            code_challenge: None,
+            login_hint: None,
+            prompt: None,
+            extra: Vec::new(),
+        }
+    }
+
     /// The URL to open in a browser.
     #[must_use]
     pub fn url(&self) -> String {

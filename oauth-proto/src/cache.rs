@@ -29,6 +29,7 @@ use postern_common::Secret;
 
 /// Settings of a [`TokenCache`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// Fetch a new token this long before expiry; default 5 minutes. For
     /// short-lived tokens at most half the lifetime is used.
@@ -60,6 +61,7 @@ impl Default for CacheConfig {
 
 /// A cached access token.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AccessToken {
     /// The token.
     pub token: Secret,
@@ -72,6 +74,7 @@ pub struct AccessToken {
 /// A ticket to fetch a token: exactly one caller holds it at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub struct Fetch {
     id: u64,
     /// When the fetch began (the request's send time for expiry).
@@ -81,6 +84,7 @@ pub struct Fetch {
 /// What [`TokenCache::lookup`] says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
+#[non_exhaustive]
 pub struct Lookup {
     /// A valid token to use now, if there is one.
     pub token: Option<AccessToken>,
@@ -385,3 +389,12 @@ impl TokenCache {
         }
     }
 }
+
+postern_common::setters!(CacheConfig {
+    refresh_ahead: Duration,
+    default_lifetime: Duration,
+    fetch_timeout: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    expiry_margin: Duration
+});

@@ -10,6 +10,7 @@ use std::fmt;
 
 /// Limits of a [`ResponseParser`]. Every buffer it holds is within them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpLimits {
     /// Bytes of the status line and headers; default 16 KiB.
     pub max_head: usize,
@@ -32,6 +33,7 @@ impl Default for HttpLimits {
 
 /// A complete response.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpResponse {
     /// The status code.
     pub status: u16,
@@ -41,6 +43,20 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The body (de-chunked). It may hold tokens: never log it whole.
     pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with `status`, `headers` and `body` (no reason phrase):
+    /// for a transport of the caller's own, or for tests.
+    #[must_use]
+    pub fn new(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
+        HttpResponse {
+            status,
+            reason: String::new(),
+            headers,
+            body,
+        }
+    }
 }
 
 impl fmt::Debug for HttpResponse {
@@ -431,6 +447,12 @@ fn parse_chunk_size(line: &[u8]) -> Option<usize> {
     }
     Some(n)
 }
+
+postern_common::setters!(HttpLimits {
+    max_head: usize,
+    max_headers: usize,
+    max_body: usize
+});
 
 #[cfg(test)]
 mod tests {

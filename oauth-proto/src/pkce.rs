@@ -9,6 +9,7 @@ use postern_common::Secret;
 
 /// A PKCE verifier and its S256 challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Pkce {
     /// The verifier, sent with the code exchange.
     pub verifier: Secret,

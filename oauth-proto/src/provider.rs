@@ -101,6 +101,7 @@ pub enum Provider {
 
 /// The endpoints of a provider, as URLs.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Endpoints {
     /// Token endpoint.
     pub token: String,

@@ -97,6 +97,7 @@ impl Grant {
 
 /// A request ready to write: where to connect and the exact bytes.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HttpRequest {
     /// The endpoint (host, port, TLS).
     pub endpoint: Endpoint,
@@ -118,6 +119,7 @@ impl fmt::Debug for HttpRequest {
 
 /// A token request.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TokenRequest {
     /// The token endpoint.
     pub endpoint: Endpoint,

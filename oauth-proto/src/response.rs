@@ -22,6 +22,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// A successful token response.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: Secret,
@@ -39,8 +40,27 @@ pub struct TokenResponse {
     pub id_token: Option<Secret>,
 }
 
+impl TokenResponse {
+    /// A `Bearer` token that expires after `expires_in` (`None`: the
+    /// response said nothing), with no refresh token, scope or ID token: a
+    /// token from a source of the caller's own, or for tests.
+    #[must_use]
+    pub fn bearer(access_token: Secret, expires_in: Option<Duration>) -> Self {
+        TokenResponse {
+            access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in,
+            refresh_in: None,
+            refresh_token: None,
+            scope: None,
+            id_token: None,
+        }
+    }
+}
+
 /// An OAuth error response (RFC 6749 §5.2) with Microsoft's extra fields.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct OAuthError {
     /// The HTTP status.
     pub status: u16,
@@ -65,6 +85,17 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
+    /// An error response with HTTP `status` and the `error` code; the other
+    /// members empty.
+    #[must_use]
+    pub fn new(status: u16, error: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            error: error.into(),
+            ..OAuthError::default()
+        }
+    }
+
     /// `true` when the same request may succeed later without a change
     /// (`temporarily_unavailable`, `server_error`, `slow_down`,
     /// `authorization_pending`).
@@ -155,6 +186,7 @@ impl std::error::Error for OAuthError {}
 
 /// A response that is neither a token nor an OAuth error.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProtocolError {
     /// The HTTP status.
     pub status: u16,
@@ -195,6 +227,7 @@ impl std::error::Error for ProtocolError {}
 
 /// A device authorization response (RFC 8628 §3.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeviceAuthorization {
     /// The device code, for polling.
     pub device_code: Secret,

@@ -9,15 +9,7 @@ use postern_oauth::{
 };
 
 fn token(value: &str, secs: u64) -> TokenResponse {
-    TokenResponse {
-        access_token: Secret::new(value),
-        token_type: "Bearer".into(),
-        expires_in: Some(Duration::from_secs(secs)),
-        refresh_in: None,
-        refresh_token: None,
-        scope: None,
-        id_token: None,
-    }
+    TokenResponse::bearer(Secret::new(value), Some(Duration::from_secs(secs)))
 }
 
 fn s(n: u64) -> Duration {
@@ -139,12 +131,8 @@ fn permanent_errors_are_reported_to_waiters_and_backoff_caps() {
     for _ in 0..20 {
         let l = c.lookup(now);
         let f = l.fetch.expect("fetch after backoff");
-        let e = OAuthError {
-            status: 401,
-            error: "invalid_client".into(),
-            error_codes: vec![7000215],
-            ..OAuthError::default()
-        };
+        let mut e = OAuthError::new(401, "invalid_client");
+        e.error_codes = vec![7000215];
         c.handle_failure(now, f, FetchError::OAuth(e));
         let l = c.lookup(now);
         assert!(

@@ -11,11 +11,12 @@ fn feed(
 ) -> Result<postern_oauth::HttpResponse, postern_oauth::HttpError> {
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
     points.sort_unstable();
-    let mut p = ResponseParser::new(HttpLimits {
-        max_head: 512,
-        max_headers: 8,
-        max_body: 1024,
-    });
+    let mut p = ResponseParser::new(
+        HttpLimits::default()
+            .max_head(512)
+            .max_headers(8)
+            .max_body(1024),
+    );
     let mut at = 0;
     for cut in points.into_iter().chain([raw.len()]) {
         if let Some(r) = p.push(&raw[at..cut])? {

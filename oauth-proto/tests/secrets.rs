@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use postern_oauth::{
-    AuthorizationRequest, CacheConfig, CacheEvent, ClientAuth, DeviceAuthorization, Endpoint,
-    FetchError, Grant, Pkce, ResponseParser, Secret, TokenCache, TokenRequest, TokenResponse,
-    classify, parse_redirect,
+    AuthorizationRequest, CacheConfig, CacheEvent, ClientAuth, Endpoint, FetchError, Grant, Pkce,
+    ResponseParser, Secret, TokenCache, TokenRequest, TokenResponse, classify, parse_redirect,
 };
 
 const SECRET: &str = "SUPERSECRETVALUE123";
@@ -108,27 +107,27 @@ fn no_public_type_prints_a_secret() {
     assert_clean("Pkce", format!("{pkce:?}"));
     let code = parse_redirect(&format!("?code={SECRET}&state=s"), "s").unwrap();
     assert_clean("code", format!("{code:?}"));
-    let dev = DeviceAuthorization {
-        device_code: secret.clone(),
-        user_code: "ABCD".into(),
-        verification_uri: "https://microsoft.com/devicelogin".into(),
-        verification_uri_complete: None,
-        expires_in: Duration::from_secs(900),
-        interval: Duration::from_secs(5),
-        message: None,
-    };
+    let body = format!(
+        r#"{{"device_code":"{SECRET}","user_code":"ABCD","verification_uri":"https://microsoft.com/devicelogin","expires_in":900,"interval":5}}"#
+    );
+    let raw = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let resp = ResponseParser::default()
+        .push(raw.as_bytes())
+        .unwrap()
+        .unwrap();
+    let dev = postern_oauth::classify_device_authorization(&resp).unwrap();
     assert_clean("DeviceAuthorization", format!("{dev:?}"));
-    let auth = AuthorizationRequest {
-        endpoint: "https://as.example/authorize".into(),
-        client_id: "cid".into(),
-        redirect_uri: "http://127.0.0.1/cb".into(),
-        scope: "s".into(),
-        state: "st".into(),
-        code_challenge: Some(pkce.challenge.clone()),
-        login_hint: None,
-        prompt: None,
-        extra: vec![],
-    };
+    let mut auth = AuthorizationRequest::new(
+        "https://as.example/authorize",
+        "cid",
+        "http://127.0.0.1/cb",
+        "s",
+        "st",
+    );
+    auth.code_challenge = Some(pkce.challenge.clone());
     assert_clean("authorization URL", auth.url());
 }
 

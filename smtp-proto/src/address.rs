@@ -298,6 +298,7 @@ fn check_local_part(local: &str) -> Result<(), AddressError> {
 /// `Jane Doe <jane@example.com>` or `"Doe, Jane" <jane@example.com>`. The
 /// name is for headers only; the envelope uses the [`Mailbox`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct NamedMailbox {
     /// The display name, without quotes.
     pub name: Option<String>,

@@ -22,6 +22,7 @@ use crate::timer::{Phase, Timeouts, Timer};
 
 /// Settings of a [`Client`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// TLS policy; default [`Security::StartTls`].
     pub tls: Security,
@@ -1077,3 +1078,17 @@ impl Client {
         );
     }
 }
+
+postern_common::setters!(ClientConfig {
+    tls: Security,
+    ehlo_name: ClientName,
+    server: ServerIdentity,
+    timeouts: Timeouts,
+    reply_limits: ReplyLimits,
+    dangerous_allow_credentials_without_tls: bool,
+    use_chunking: bool,
+    long_lines: LongLines,
+    nul: NulBytes,
+    max_auth_challenges: u8,
+    max_pending_body: usize
+});

@@ -168,6 +168,7 @@ pub enum DsnReturn {
 
 /// One recipient with its per-recipient parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recipient {
     /// The forward path.
     pub mailbox: Mailbox,
@@ -192,6 +193,7 @@ impl From<Mailbox> for Recipient {
 
 /// The envelope of one message: reverse path, recipients and MAIL parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Envelope {
     /// `MAIL FROM`.
     pub from: ReversePath,

@@ -11,6 +11,7 @@ use crate::error::{CommandError, Error};
 /// The extensions a message's content needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[must_use]
+#[non_exhaustive]
 pub struct ContentNeeds {
     /// A byte of 0x80 or above somewhere: `BODY=8BITMIME`.
     pub eight_bit: bool,
@@ -108,11 +109,11 @@ impl Envelope {
         if self.recipients.is_empty() {
             return Err(CommandError::NoRecipients);
         }
-        let mut encoder = BodyEncoder::new(BodyConfig {
-            dot_stuffing: true,
-            eight_bit: self.body != BodyType::SevenBit || self.needs_smtputf8(),
-            ..BodyConfig::default()
-        });
+        let mut encoder = BodyEncoder::new(
+            BodyConfig::default()
+                .dot_stuffing(true)
+                .eight_bit(self.body != BodyType::SevenBit || self.needs_smtputf8()),
+        );
         let mut wire = Vec::with_capacity(message.len() + 5);
         encoder
             .encode(message, &mut wire)

@@ -12,6 +12,7 @@ use crate::sasl::Mechanism;
 ///
 /// A HELO fallback yields [`Capabilities::none`]: no extension at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// The domain (or first word) of the first EHLO line.
     pub server_name: String,

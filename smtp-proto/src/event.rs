@@ -62,6 +62,7 @@ pub enum Event {
 
 /// The outcome of one recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecipientResult {
     /// The recipient.
     pub mailbox: Mailbox,
@@ -71,6 +72,12 @@ pub struct RecipientResult {
 }
 
 impl RecipientResult {
+    /// The outcome for `mailbox`: `reply` to its RCPT, if one came.
+    #[must_use]
+    pub fn new(mailbox: Mailbox, reply: Option<Reply>) -> Self {
+        RecipientResult { mailbox, reply }
+    }
+
     /// `true` when the server accepted the recipient.
     #[must_use]
     pub fn accepted(&self) -> bool {
@@ -80,6 +87,7 @@ impl RecipientResult {
 
 /// Everything the server said about one transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransactionReport {
     /// The transaction.
     pub id: TransactionId,
@@ -97,7 +105,45 @@ pub struct TransactionReport {
     pub body: BodyStats,
 }
 
+/// A reply from constant text (the simulated replies below).
+fn canned(text: &str) -> Option<Reply> {
+    let wire = format!("{text}\r\n");
+    match crate::reply::ReplyParser::default().parse(wire.as_bytes()) {
+        Ok((_, reply)) => reply,
+        Err(_) => None,
+    }
+}
+
 impl TransactionReport {
+    /// The report of a transaction a server took for every recipient
+    /// (`refusal` is `None`), or in which it refused every recipient with
+    /// `refusal`: what a stub transport in an application's tests returns.
+    #[must_use]
+    pub fn simulated(
+        id: TransactionId,
+        recipients: impl IntoIterator<Item = Mailbox>,
+        refusal: Option<Reply>,
+        body: BodyStats,
+    ) -> Self {
+        let accepted = refusal.is_none();
+        TransactionReport {
+            id,
+            mail: canned("250 2.1.0 Ok"),
+            recipients: recipients
+                .into_iter()
+                .map(|mailbox| RecipientResult {
+                    mailbox,
+                    reply: refusal.clone().or_else(|| canned("250 2.1.5 Ok")),
+                })
+                .collect(),
+            data: accepted
+                .then(|| canned("354 End data with <CR><LF>.<CR><LF>"))
+                .flatten(),
+            message: accepted.then(|| canned("250 2.0.0 Ok: queued")).flatten(),
+            body,
+        }
+    }
+
     /// Recipients the server accepted.
     pub fn accepted(&self) -> impl Iterator<Item = &RecipientResult> {
         self.recipients.iter().filter(|r| r.accepted())
@@ -202,6 +248,7 @@ pub enum AuthFailureKind {
 
 /// The details of a failed AUTH.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuthFailure {
     /// The mechanism tried.
     pub mechanism: Mechanism,

@@ -49,7 +49,7 @@
 //! fn send(message: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
 //!     let mut stream = TcpStream::connect("127.0.0.1:2525")?;
 //!     stream.set_nodelay(true)?;
-//!     let config = ClientConfig { tls: Security::Plaintext, ..ClientConfig::default() };
+//!     let config = ClientConfig::default().tls(Security::Plaintext);
 //!     let mut client = Client::new(config, Instant::now());
 //!     let envelope = Envelope::new(
 //!         Mailbox::parse("sender@example.com")?,

@@ -19,6 +19,7 @@ use postern_common::{SHOWN_CHARS, sanitize};
 /// that never sends a line end still cannot make the parser hold more than
 /// `max_line_len + 1` bytes of a partial line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplyLimits {
     /// Longest line, excluding its line end. Default 4096; RFC 5321 §4.5.3.1.5
     /// requires at least 512.
@@ -738,6 +739,12 @@ pub fn parse_one(input: &[u8], limits: ReplyLimits) -> Result<Option<(Reply, usi
     }
 }
 
+postern_common::setters!(ReplyLimits {
+    max_line_len: usize,
+    max_lines: usize,
+    max_reply_bytes: usize
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -837,10 +844,7 @@ mod tests {
             p.parse(b"250-a\r\n250-b\r\n250 c\r\n"),
             Err(ReplyError::TooManyLines { limit: 2 })
         ));
-        let mut p = ReplyParser::new(ReplyLimits {
-            max_line_len: 100,
-            ..limits
-        });
+        let mut p = ReplyParser::new(limits.max_line_len(100));
         assert!(matches!(
             p.parse(b"250-abcdef\r\n250 abcdefg\r\n"),
             Err(ReplyError::ReplyTooLarge { limit: 12 })

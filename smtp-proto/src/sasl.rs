@@ -221,11 +221,23 @@ fn check_token(token: &str) -> Result<(), SaslError> {
 
 /// The server identity OAUTHBEARER puts in its message (RFC 7628 §3.1).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerIdentity {
     /// The host name the client connected to.
     pub host: Option<String>,
     /// The port.
     pub port: Option<u16>,
+}
+
+impl ServerIdentity {
+    /// The server `host`:`port` the client connected to.
+    #[must_use]
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        ServerIdentity {
+            host: Some(host.into()),
+            port: Some(port),
+        }
+    }
 }
 
 /// The SASL responses for one authentication, in order (not base64-encoded).

@@ -66,6 +66,7 @@ impl fmt::Display for Phase {
 /// gives a value (greeting, MAIL, RCPT 5 min; DATA initiation 2 min; data block
 /// 3 min; end of data 10 min) and common practice elsewhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Timeouts {
     /// The `220` greeting (5 min).
     pub greeting: Duration,
@@ -186,3 +187,18 @@ impl Timer {
         }
     }
 }
+
+postern_common::setters!(Timeouts {
+    greeting: Duration,
+    ehlo: Duration,
+    starttls: Duration,
+    tls_handshake: Duration,
+    auth: Duration,
+    mail: Duration,
+    rcpt: Duration,
+    data_init: Duration,
+    data_block: Duration,
+    data_end: Duration,
+    rset: Duration,
+    quit: Duration
+});

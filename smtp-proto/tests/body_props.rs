@@ -40,20 +40,21 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 
 fn config() -> impl Strategy<Value = BodyConfig> {
     (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(dot, eight, long, nul)| BodyConfig {
-            dot_stuffing: dot,
-            eight_bit: eight,
-            long_lines: if long {
-                LongLines::Allow
-            } else {
-                LongLines::Reject
-            },
-            nul: if nul {
-                NulBytes::Allow
-            } else {
-                NulBytes::Reject
-            },
-            binary: false,
+        |(dot, eight, long, nul)| {
+            BodyConfig::default()
+                .dot_stuffing(dot)
+                .eight_bit(eight)
+                .long_lines(if long {
+                    LongLines::Allow
+                } else {
+                    LongLines::Reject
+                })
+                .nul(if nul {
+                    NulBytes::Allow
+                } else {
+                    NulBytes::Reject
+                })
+                .binary(false)
         },
     )
 }
@@ -118,11 +119,7 @@ proptest! {
 
     #[test]
     fn output_is_canonical_and_stuffed(input in body(), cuts in prop::collection::vec(any::<usize>(), 0..6)) {
-        let config = BodyConfig {
-            long_lines: LongLines::Allow,
-            nul: NulBytes::Allow,
-            ..BodyConfig::default()
-        };
+        let config = BodyConfig::default().long_lines(LongLines::Allow).nul(NulBytes::Allow);
         let (wire, stats) = encode_split(&input, config, &cuts).expect("permissive config accepts any body");
         prop_assert_eq!(stats.output_bytes, wire.len() as u64);
         prop_assert!(wire.ends_with(b"\r\n.\r\n") || wire == b".\r\n");
@@ -185,10 +182,7 @@ fn two_violations_either_refusal() {
     body.extend(std::iter::repeat_n(b'x', 1134));
     body.push(0);
     body.extend_from_slice(b"\r\n");
-    let config = BodyConfig {
-        eight_bit: true,
-        ..BodyConfig::default()
-    };
+    let config = BodyConfig::default().eight_bit(true);
     let streamed = encode_split(&body, config, &[]);
     let reference = reference_encode(&body, config);
     for r in [&streamed, &reference] {

@@ -14,10 +14,7 @@ use postern_smtp::{
 use support::{Entry, Step::*, errors, events, last_event, run_all};
 
 fn plain() -> ClientConfig {
-    ClientConfig {
-        tls: Security::Plaintext,
-        ..ClientConfig::default()
-    }
+    ClientConfig::default().tls(Security::Plaintext)
 }
 
 fn mb(s: &str) -> Mailbox {
@@ -526,10 +523,7 @@ fn starttls_required_but_refused_or_missing() {
 
 #[test]
 fn opportunistic_tls_never_sends_credentials_in_clear() {
-    let config = ClientConfig {
-        tls: Security::StartTlsOpportunistic,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default().tls(Security::StartTlsOpportunistic);
     let act = |c: &mut Client, now| {
         assert!(!c.is_tls());
         assert_eq!(
@@ -551,11 +545,9 @@ fn opportunistic_tls_never_sends_credentials_in_clear() {
     );
     assert_eq!(events(&log), vec![Event::Ready { tls: false }]);
     // Opting in by name sends them.
-    let config = ClientConfig {
-        tls: Security::Plaintext,
-        dangerous_allow_credentials_without_tls: true,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .tls(Security::Plaintext)
+        .dangerous_allow_credentials_without_tls(true);
     run_all(
         &config,
         &[
@@ -578,14 +570,9 @@ fn tls_session<'a>(caps: &'a [u8], rest: Vec<support::Step<'a>>) -> Vec<support:
 }
 
 fn implicit() -> ClientConfig {
-    ClientConfig {
-        tls: Security::ImplicitTls,
-        server: ServerIdentity {
-            host: Some("smtp.example.com".into()),
-            port: Some(465),
-        },
-        ..ClientConfig::default()
-    }
+    ClientConfig::default()
+        .tls(Security::ImplicitTls)
+        .server(ServerIdentity::new("smtp.example.com", 465))
 }
 
 #[test]
@@ -1057,10 +1044,7 @@ fn body_errors_abandon_the_connection() {
         }
     ));
     // With long lines allowed they are sent and counted.
-    let config = ClientConfig {
-        long_lines: LongLines::Allow,
-        ..plain()
-    };
+    let config = plain().long_lines(LongLines::Allow);
     let line: &'static [u8] = Box::leak(vec![b'y'; 1200].into_boxed_slice());
     let mut wire = line.to_vec();
     wire.extend_from_slice(b"\r\n.\r\n");
@@ -1086,10 +1070,7 @@ fn body_errors_abandon_the_connection() {
 
 #[test]
 fn write_body_applies_backpressure() {
-    let config = ClientConfig {
-        max_pending_body: 100,
-        ..plain()
-    };
+    let config = plain().max_pending_body(100);
     let mut client = Client::new(config, std::time::Instant::now());
     let now = std::time::Instant::now();
     let feed = |c: &mut Client, bytes: &[u8]| {

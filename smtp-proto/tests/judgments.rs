@@ -13,10 +13,7 @@ use postern_smtp::{
 use support::{Step::*, last_event, run_all};
 
 fn plain() -> ClientConfig {
-    ClientConfig {
-        tls: Security::Plaintext,
-        ..ClientConfig::default()
-    }
+    ClientConfig::default().tls(Security::Plaintext)
 }
 
 fn send(c: &mut Client, now: std::time::Instant) {
@@ -230,10 +227,7 @@ fn one_table_classifies_auth_and_diagnoses_it() {
         )
         .unwrap();
     };
-    let config = ClientConfig {
-        dangerous_allow_credentials_without_tls: true,
-        ..plain()
-    };
+    let config = plain().dangerous_allow_credentials_without_tls(true);
     for (wire, kind, id) in [
         (
             &b"535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.\r\n"[..],
@@ -311,10 +305,7 @@ mod session_end {
 
     #[test]
     fn a_refused_auth_ends_with_quit() {
-        let config = ClientConfig {
-            dangerous_allow_credentials_without_tls: true,
-            ..plain()
-        };
+        let config = plain().dangerous_allow_credentials_without_tls(true);
         let auth = |c: &mut Client, now: std::time::Instant| {
             c.authenticate(
                 now,

@@ -112,7 +112,9 @@ fn sasl_initial_responses_match_the_valid_vectors_and_never_the_wrong_ones() {
             Mechanism::from_name(case["mechanism"].as_str().expect("mechanism")).expect("known");
         let raw = unescape(case["raw_escaped"].as_str().expect("raw"));
         let (user, token, host, port) = fields(&raw);
-        let server = ServerIdentity { host, port };
+        let mut server = ServerIdentity::default();
+        server.host = host;
+        server.port = port;
         let ours = sasl::initial_response(mechanism, &Credentials::bearer(user, token), &server)
             .expect(id);
         let theirs = case["base64"].as_str().expect("base64");
@@ -185,14 +187,9 @@ mod transcripts {
     /// after EHLO and the AUTH event.
     fn drive(id: &str, mechanism: Mechanism, token: &str, cut: usize) -> (Vec<String>, Event) {
         let steps = transcript(id);
-        let config = ClientConfig {
-            tls: Security::ImplicitTls,
-            server: ServerIdentity {
-                host: Some("server.example.com".into()),
-                port: Some(587),
-            },
-            ..ClientConfig::default()
-        };
+        let config = ClientConfig::default()
+            .tls(Security::ImplicitTls)
+            .server(ServerIdentity::new("server.example.com", 587));
         let now = Instant::now();
         let mut c = Client::new(config, now);
         let feed = |c: &mut Client, bytes: &[u8]| {

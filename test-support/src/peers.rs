@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use postern_transport::oauth::FetchError;
+use postern_transport::runtime::Runtime;
 use postern_transport::{
     AuthFailureKind, CacheConfig, ClientCredential, Envelope, Error, Mailbox, Mechanism, OAuth2,
-    PoolConfig, Runtime, Secret, Security, Timeouts, TlsOptions, Transport, TransportBuilder,
+    PoolConfig, Secret, Security, Timeouts, TlsOptions, Transport, TransportBuilder,
 };
 
 /// Where the peers run, read from the file `POSTERN_PEERS_ENV` names.
@@ -127,10 +128,7 @@ impl Peers {
     #[must_use]
     pub fn short_lived_oauth(&self) -> OAuth2 {
         self.oauth("short-client", "short-secret~4", false)
-            .cache_config(CacheConfig {
-                expiry_margin: Duration::from_millis(500),
-                ..CacheConfig::default()
-            })
+            .cache_config(CacheConfig::default().expiry_margin(Duration::from_millis(500)))
     }
 
     /// The Maildir messages of `user` (local part) whose text contains
@@ -245,7 +243,7 @@ pub async fn jwt_and_opaque_tokens<R: Runtime + Default>() {
     let jwt = p
         .oauth("jwt-client", "jwt-secret~3", false)
         .extra_param("resource", "urn:postern:jwt");
-    let token = postern_transport::fetch_token(&R::default(), &p.tls(), &jwt)
+    let token = postern_transport::http::fetch_token(&R::default(), &p.tls(), &jwt)
         .await
         .unwrap();
     let t = token.access_token.expose();
@@ -288,10 +286,7 @@ pub async fn token_expiry_and_revocation<R: Runtime + Default>() {
     let t = p
         .builder::<R>(Server::Dovecot, false, "localhost")
         .oauth2(oauth)
-        .pool(PoolConfig {
-            max_messages_per_connection: 1,
-            ..PoolConfig::default()
-        })
+        .pool(PoolConfig::default().max_messages_per_connection(1))
         .build()
         .unwrap();
     let tag = tag("expiry");
@@ -327,10 +322,7 @@ pub async fn token_expiry_and_revocation<R: Runtime + Default>() {
     let t = p
         .builder::<R>(Server::Dovecot, false, "localhost")
         .oauth2(p.oauth(client, "revoke-secret~5", false))
-        .pool(PoolConfig {
-            max_messages_per_connection: 1,
-            ..PoolConfig::default()
-        })
+        .pool(PoolConfig::default().max_messages_per_connection(1))
         .build()
         .unwrap();
     let tag = self::tag("revoke");
@@ -525,11 +517,11 @@ pub async fn load_with_expiring_tokens<R: Runtime + Default>() {
     let t = p
         .builder::<R>(Server::Dovecot, false, "localhost")
         .oauth2(oauth)
-        .pool(PoolConfig {
-            max_connections: 8,
-            max_messages_per_connection: 50,
-            ..PoolConfig::default()
-        })
+        .pool(
+            PoolConfig::default()
+                .max_connections(8)
+                .max_messages_per_connection(50),
+        )
         .build()
         .unwrap();
     let run = tag("load");
@@ -616,7 +608,7 @@ pub async fn token_through_https_proxy<R: Runtime + Default>() {
         .proxy(Some(proxy))
     };
     let before = tunnels();
-    let token = postern_transport::fetch_token(&R::default(), &tls, &oauth(proxy.clone()))
+    let token = postern_transport::http::fetch_token(&R::default(), &tls, &oauth(proxy.clone()))
         .await
         .unwrap();
     assert!(token.access_token.expose().starts_with("at-"));
@@ -629,7 +621,7 @@ pub async fn token_through_https_proxy<R: Runtime + Default>() {
     );
 
     // NO_PROXY: straight to the endpoint.
-    postern_transport::fetch_token(
+    postern_transport::http::fetch_token(
         &R::default(),
         &tls,
         &oauth(proxy.with_no_proxy("localhost")),

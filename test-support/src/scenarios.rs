@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use postern_transport::runtime::Runtime;
 use postern_transport::{
     AuthFailureKind, ClientCredential, Envelope, Error, Mailbox, Message, OAuth2, PoolConfig,
-    Runtime, Secret, Security, Timeouts, TlsOptions, Transport, TransportBuilder,
+    Secret, Security, Timeouts, TlsOptions, Transport, TransportBuilder,
 };
 
 use crate::{
@@ -272,8 +273,7 @@ pub async fn bad_certificates_rejected<R: Runtime + Default>() {
         assert!(format!("{source:?}").contains(expect), "{source:?}");
         assert!(server.messages().is_empty());
 
-        let mut dangerous = TlsOptions::default();
-        dangerous.dangerous_accept_invalid_certs(true);
+        let dangerous = TlsOptions::default().dangerous_accept_invalid_certs(true);
         let t = builder(R::default(), "localhost", server.port(), security)
             .tls(dangerous)
             .build()
@@ -357,10 +357,7 @@ pub async fn token_rejected_then_refreshed_once<R: Runtime>(vt: Virtual<R>) {
     let (pki, tokens, token_server, server) = oauth_setup(3600);
     vt.serve_tokens(&token_server);
     vt.serve_smtp(&server);
-    let one_per_connection = PoolConfig {
-        max_messages_per_connection: 1,
-        ..PoolConfig::default()
-    };
+    let one_per_connection = PoolConfig::default().max_messages_per_connection(1);
     let t = oauth_transport(
         vt.clone(),
         &pki,
@@ -432,18 +429,13 @@ pub async fn token_refreshed_ahead_in_background<R: Runtime>(vt: Virtual<R>) {
     let (pki, tokens, token_server, server) = oauth_setup(2);
     vt.serve_tokens(&token_server);
     vt.serve_smtp(&server);
-    let oauth =
-        app_oauth(&token_server, "app~secret").cache_config(postern_transport::CacheConfig {
-            expiry_margin: Duration::from_millis(100),
-            ..Default::default()
-        });
+    let oauth = app_oauth(&token_server, "app~secret").cache_config(
+        postern_transport::CacheConfig::default().expiry_margin(Duration::from_millis(100)),
+    );
     let t = builder(vt.clone(), "localhost", server.port(), Security::StartTls)
         .tls(roots(&pki))
         .oauth2(oauth)
-        .pool(PoolConfig {
-            max_messages_per_connection: 2,
-            ..PoolConfig::default()
-        })
+        .pool(PoolConfig::default().max_messages_per_connection(2))
         .build()
         .unwrap();
     send_one(&t).await;
@@ -587,11 +579,9 @@ pub async fn token_endpoint_error<R: Runtime + Default>() {
 /// most `max_connections` SMTP connections, every message delivered.
 pub async fn concurrent_sends_fetch_once<R: Runtime + Default>() {
     let (pki, _tokens, token_server, server) = oauth_setup(3600);
-    let pool = PoolConfig {
-        max_connections: 4,
-        max_messages_per_connection: 1000,
-        ..PoolConfig::default()
-    };
+    let pool = PoolConfig::default()
+        .max_connections(4)
+        .max_messages_per_connection(1000);
     let t = oauth_transport(
         R::default(),
         &pki,
@@ -641,10 +631,7 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime>(vt: Virtual<R>) {
             server.idle_closed() >= n
         })
     };
-    let pool = PoolConfig {
-        noop_after: Duration::from_secs(3600),
-        ..PoolConfig::default()
-    };
+    let pool = PoolConfig::default().noop_after(Duration::from_secs(3600));
     let t = builder(vt.clone(), "127.0.0.1", server.port(), Security::Plaintext)
         .pool(pool)
         .build()
@@ -665,10 +652,7 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime>(vt: Virtual<R>) {
 
     // With a short noop_after the dead session is found by NOOP instead.
     let t2 = builder(vt.clone(), "127.0.0.1", server.port(), Security::Plaintext)
-        .pool(PoolConfig {
-            noop_after: Duration::from_millis(100),
-            ..PoolConfig::default()
-        })
+        .pool(PoolConfig::default().noop_after(Duration::from_millis(100)))
         .build()
         .unwrap();
     send_one(&t2).await;
@@ -682,10 +666,7 @@ pub async fn pool_reuse_and_stale_connections<R: Runtime>(vt: Virtual<R>) {
 
     // Idle past idle_timeout: closed with QUIT, not reused.
     let t3 = builder(vt.clone(), "127.0.0.1", server.port(), Security::Plaintext)
-        .pool(PoolConfig {
-            idle_timeout: Duration::from_millis(100),
-            ..PoolConfig::default()
-        })
+        .pool(PoolConfig::default().idle_timeout(Duration::from_millis(100)))
         .build()
         .unwrap();
     send_one(&t3).await;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use postern_transport::{Runtime, Sleep};
+use postern_transport::runtime::{Runtime, Sleep};
 use rustls_pki_types::ServerName;
 use tokio::io::DuplexStream;
 use tokio_rustls::rustls;

@@ -2,7 +2,7 @@
 //!
 //! Users depend on `postern-tokio` or `postern-async-std`, which re-export
 //! this crate's types with the runtime filled in. This crate is written once
-//! against the small [`Runtime`] trait (TCP connect with `TCP_NODELAY`, the
+//! against the small [`runtime::Runtime`] trait (TCP connect with `TCP_NODELAY`, the
 //! TLS handshake, a resettable timer, spawn, the clock), so a test can supply
 //! a runtime on virtual time with in-memory connections.
 //!
@@ -54,18 +54,17 @@ mod dkim;
 #[cfg(feature = "mail-builder")]
 mod email;
 mod error;
-mod http;
+pub mod http;
 mod io;
 mod message;
 mod oauth2;
 mod pool;
 mod provider;
-mod runtime;
+pub mod runtime;
 mod stub;
 mod tls;
 mod transport;
 
-pub use connection::READ_BUFFER;
 #[cfg(feature = "dkim")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dkim")))]
 pub use dkim::{DEFAULT_SIGNED_HEADERS, Dkim, DkimError, MAX_HEADER_SECTION};
@@ -73,15 +72,13 @@ pub use dkim::{DEFAULT_SIGNED_HEADERS, Dkim, DkimError, MAX_HEADER_SECTION};
 #[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use email::Email;
 pub use error::Error;
-pub use http::{fetch_token, http_exchange};
 /// The MIME builder behind [`Email`], for messages it does not cover.
 #[cfg(feature = "mail-builder")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use mail_builder;
 pub use message::{Message, READ_CHUNK};
-pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant, certificate_assertion};
+pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
 pub use pool::PoolConfig;
-pub use runtime::{Runtime, Sleep, Stream};
 pub use stub::{Sent, StubTransport};
 pub use tls::{TlsOptions, crypto_provider};
 pub use transport::{Transport, TransportBuilder, TransportStats};

@@ -405,22 +405,31 @@ impl OAuth2 {
                 assertion: (a.0)(unix_now)?,
             },
         };
-        Ok(TokenRequest {
-            endpoint: self.endpoint.clone(),
-            client_id: self.client_id.clone(),
-            client_auth,
-            grant,
-            scope: self.scope.clone(),
-            extra: self.extra.clone(),
-            user_agent: None,
-        })
+        let mut request = TokenRequest::new(self.endpoint.clone(), "", client_auth, grant);
+        request.client_id.clone_from(&self.client_id);
+        request.scope.clone_from(&self.scope);
+        request.extra.clone_from(&self.extra);
+        Ok(request)
     }
 }
 
-/// A `private_key_jwt` client credential: assertions for `client_id` at
-/// the token URL `aud`, signed with `key_pem`, naming the certificate by its
-/// SHA-1 thumbprint (hex, `:` and spaces allowed).
-pub fn certificate_assertion(
+impl ClientCredential {
+    /// A `private_key_jwt` client credential (RFC 7523): a fresh assertion
+    /// for `client_id` at the token URL `aud` for every request, signed with
+    /// the RSA key `key_pem` (PKCS #8), naming the certificate by its SHA-1
+    /// thumbprint (hex, `:` and spaces allowed) as Microsoft Entra wants.
+    /// [`OAuth2::microsoft_app_certificate`] uses it.
+    pub fn certificate(
+        client_id: &str,
+        aud: &str,
+        key_pem: &str,
+        thumbprint_hex: &str,
+    ) -> Result<ClientCredential, Error> {
+        certificate_assertion(client_id, aud, key_pem, thumbprint_hex)
+    }
+}
+
+fn certificate_assertion(
     client_id: &str,
     aud: &str,
     key_pem: &str,

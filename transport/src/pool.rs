@@ -13,6 +13,7 @@ use crate::runtime::Runtime;
 
 /// Connection pool limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Connections open at once (sends beyond wait); default 4.
     pub max_connections: usize,
@@ -136,3 +137,10 @@ impl<R: Runtime> Pool<R> {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+postern_common::setters!(PoolConfig {
+    max_connections: usize,
+    max_messages_per_connection: u32,
+    idle_timeout: Duration,
+    noop_after: Duration
+});

@@ -1,6 +1,7 @@
 //! What an adapter supplies: TCP, the TLS handshake, timers, task spawning and
 //! the clock. Everything else (the SMTP loop, token fetching, the pool) is
-//! written once against this trait.
+//! written once against this trait. Applications never need this module;
+//! adapters and tests on virtual time do.
 
 use std::future::Future;
 use std::io;
@@ -11,6 +12,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_io::{AsyncRead, AsyncWrite};
 use rustls_pki_types::ServerName;
+
+pub use crate::connection::READ_BUFFER;
 
 /// A byte stream: a TCP connection or a TLS session over one.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

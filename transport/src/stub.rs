@@ -3,9 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use postern_smtp::{
-    Envelope, RecipientResult, Reply, ReplyParser, TransactionId, TransactionReport,
-};
+use postern_smtp::{Envelope, Reply, ReplyParser, TransactionId, TransactionReport};
 
 use crate::error::Error;
 use crate::message::Message;
@@ -109,29 +107,17 @@ impl StubTransport {
         let envelope = message.declared(envelope).into_owned();
         let bytes = message.read_all().await.map_err(Error::Message)?;
         let (wire, stats) = envelope.data_wire(&bytes)?;
-        let ok = |t: &str| reply(t).ok();
         let mut s = self.lock();
         let id = TransactionId(s.next);
         s.next += 1;
         let refusal = s.refusal.clone();
         let accepted = refusal.is_none();
-        let report = TransactionReport {
+        let report = TransactionReport::simulated(
             id,
-            mail: ok("250 2.1.0 Ok"),
-            recipients: envelope
-                .recipients
-                .iter()
-                .map(|r| RecipientResult {
-                    mailbox: r.mailbox.clone(),
-                    reply: refusal.clone().or_else(|| ok("250 2.1.5 Ok")),
-                })
-                .collect(),
-            data: accepted
-                .then(|| ok("354 End data with <CR><LF>.<CR><LF>"))
-                .flatten(),
-            message: accepted.then(|| ok("250 2.0.0 Ok: queued")).flatten(),
-            body: stats,
-        };
+            envelope.recipients.iter().map(|r| r.mailbox.clone()),
+            refusal,
+            stats,
+        );
         if !accepted {
             return Err(Error::Rejected(Box::new(report)));
         }

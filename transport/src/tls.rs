@@ -90,9 +90,23 @@ impl TlsOptions {
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
+    /// [`TlsOptions::add_root_pem`], chaining:
+    /// `TlsOptions::default().with_root_pem(pem)?.without_webpki_roots()`.
+    pub fn with_root_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        self.add_root_pem(pem)?;
+        Ok(self)
+    }
+
+    /// [`TlsOptions::add_root_pem_file`], chaining.
+    pub fn with_root_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        self.add_root_pem_file(path)?;
+        Ok(self)
+    }
+
     /// Stops trusting the built-in Mozilla roots: only the extra and native
     /// roots remain (a private CA only).
-    pub fn without_webpki_roots(&mut self) -> &mut Self {
+    #[must_use]
+    pub fn without_webpki_roots(mut self) -> Self {
         self.without_webpki_roots = true;
         self
     }
@@ -100,7 +114,9 @@ impl TlsOptions {
     /// Also trusts the operating system's certificate store (feature
     /// `rustls-native-certs`).
     #[cfg(feature = "rustls-native-certs")]
-    pub fn native_roots(&mut self, on: bool) -> &mut Self {
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls-native-certs")))]
+    #[must_use]
+    pub fn native_roots(mut self, on: bool) -> Self {
         self.native_roots = on;
         self
     }
@@ -108,7 +124,8 @@ impl TlsOptions {
     /// **Dangerous.** Accepts any certificate for any name, expired or
     /// self-signed: anyone on the path can read the credentials and the mail.
     /// Only for a test server you cannot give a proper certificate.
-    pub fn dangerous_accept_invalid_certs(&mut self, on: bool) -> &mut Self {
+    #[must_use]
+    pub fn dangerous_accept_invalid_certs(mut self, on: bool) -> Self {
         self.dangerous_accept_invalid_certs = on;
         self
     }

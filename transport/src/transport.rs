@@ -169,10 +169,7 @@ impl<R: Runtime> TransportBuilder<R> {
         let port = self.port.unwrap_or(self.security.default_port());
         let mut client = self.client;
         client.tls = self.security;
-        client.server = ServerIdentity {
-            host: Some(self.host.clone()),
-            port: Some(port),
-        };
+        client.server = ServerIdentity::new(self.host.clone(), port);
         let tls = self.tls.client_config()?;
         if self.tls.accepts_invalid_certs() {
             tracing::warn!(host = %self.host, "certificate verification is OFF");

@@ -61,6 +61,7 @@ pub enum NulBytes {
 
 /// Settings of a [`BodyEncoder`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BodyConfig {
     /// Double a leading `.` on every line and write the DATA terminator. `true`
     /// for DATA, `false` for BDAT.
@@ -90,6 +91,7 @@ impl Default for BodyConfig {
 
 /// Counts collected while encoding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct BodyStats {
     /// Bytes given to the encoder.
     pub input_bytes: u64,
@@ -360,6 +362,14 @@ impl BodyEncoder {
     }
 }
 
+postern_common::setters!(BodyConfig {
+    dot_stuffing: bool,
+    eight_bit: bool,
+    long_lines: LongLines,
+    nul: NulBytes,
+    binary: bool
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,10 +422,7 @@ mod tests {
                 .0,
             b"x\r\n..\r\nMAIL FROM:<a@b>\r\n.\r\n"
         );
-        let bdat = BodyConfig {
-            dot_stuffing: false,
-            ..dot
-        };
+        let bdat = dot.dot_stuffing(false);
         assert_eq!(reference_encode(b".a\nb", bdat).unwrap().0, b".a\r\nb\r\n");
         assert_eq!(reference_encode(b"", bdat).unwrap().0, b"");
         for input in [
@@ -449,13 +456,7 @@ mod tests {
             }
         }
         check(&text, BodyConfig::default());
-        check(
-            &text,
-            BodyConfig {
-                dot_stuffing: false,
-                ..BodyConfig::default()
-            },
-        );
+        check(&text, BodyConfig::default().dot_stuffing(false));
     }
 
     #[test]
@@ -469,10 +470,7 @@ mod tests {
             Err(BodyError::LineTooLong { line: 1, len: 999 })
         );
         check(&long, BodyConfig::default());
-        let allow = BodyConfig {
-            long_lines: LongLines::Allow,
-            ..BodyConfig::default()
-        };
+        let allow = BodyConfig::default().long_lines(LongLines::Allow);
         let (_, stats) = reference_encode(&long, allow).unwrap();
         assert_eq!(
             (stats.long_lines, stats.longest_line, stats.lines),
@@ -489,10 +487,7 @@ mod tests {
 
     #[test]
     fn nul_and_eight_bit() {
-        let seven = BodyConfig {
-            eight_bit: false,
-            ..BodyConfig::default()
-        };
+        let seven = BodyConfig::default().eight_bit(false);
         let input =
             b"Gr\xc3\xbc\xc3\x9fe aus dem Stra\xc3\x9fenverkehr, lorem ipsum dolor sit amet\r\n";
         assert_eq!(
@@ -507,10 +502,7 @@ mod tests {
             Err(BodyError::Nul { offset: 40 })
         );
         check(nul, BodyConfig::default());
-        let allow = BodyConfig {
-            nul: NulBytes::Allow,
-            ..BodyConfig::default()
-        };
+        let allow = BodyConfig::default().nul(NulBytes::Allow);
         assert!(reference_encode(nul, allow).unwrap().1.nul);
         check(nul, allow);
     }
