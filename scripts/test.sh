@@ -31,8 +31,12 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --locked --no-fail-fast
   # nextest does not run doc tests
   cargo test --workspace --all-features --locked --doc
+  # --all-features picks the aws-lc-rs crypto provider; users get ring by
+  # default: the transport scenarios once more on the default features.
+  cargo nextest run -p postern-tokio --locked --test transport
 else
   cargo test --workspace --all-features --locked --no-fail-fast
+  cargo test -p postern-tokio --locked --test transport
 fi
 
 step "cargo package (the publishable library crates)"

@@ -333,7 +333,14 @@ pub async fn token_expiry_and_revocation<R: Runtime + Default>() {
     .await
     .unwrap();
     let revoked = http_get(&format!("{}/revoke-client/{client}", p.var("ISSUER")));
-    assert!(revoked.contains("revoked 1"), "{revoked}");
+    // At least this transport's token; tokens an earlier run left alive on
+    // the same client are revoked with it.
+    let count: u32 = revoked
+        .rsplit("revoked ")
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(count >= 1, "{revoked}");
     t.send(
         &envelope("sender@example.com", "rcpt@example.com"),
         message(&tag),

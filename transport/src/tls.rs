@@ -238,8 +238,12 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
-/// The provider in use, for callers that build their own rustls objects.
+/// The provider in use, for callers that build their own rustls objects:
+/// *ring* by default, aws-lc-rs with the `aws-lc-rs` feature.
 #[must_use]
 pub fn crypto_provider() -> CryptoProvider {
+    #[cfg(feature = "aws-lc-rs")]
+    return rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(not(feature = "aws-lc-rs"))]
     rustls::crypto::ring::default_provider()
 }
