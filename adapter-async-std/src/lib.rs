@@ -33,11 +33,93 @@
 //! executor that polls `async-io`; only its `spawn` uses async-std's
 //! task pool.
 //!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! | --- | --- | --- |
+//! | `mail-builder` | yes | [`Email`]: text, HTML, attachments, display names, with its envelope; [`mail_builder`] re-exported for the rest |
+//! | `dkim` | no | `Dkim`: DKIM signing (RSA-SHA256, Ed25519-SHA256) of every message, with `mail-auth` |
+//! | `rustls-native-certs` | no | `TlsOptions::native_roots`: the operating system's trust store |
+//! | `aws-lc-rs` | no | the aws-lc-rs crypto provider instead of *ring* |
+//!
 //! Certificates are verified against the Mozilla roots (`webpki-roots`) plus
-//! any added with [`TlsOptions::add_root_pem_file`]; the feature
-//! `rustls-native-certs` adds the platform store. The crypto provider is
-//! *ring* (it builds with only a C compiler).
+//! any added with [`TlsOptions::with_root_pem_file`];
+//! [`TlsOptions::from_rustls_config`] takes a whole rustls configuration of
+//! the caller's own. [`rustls`] is the one public dependency.
+//!
+//! # A message with parts
+//!
+//! ```no_run
+//! # #[cfg(feature = "mail-builder")]
+//! # async fn run(transport: postern_async_std::Transport) -> Result<(), Box<dyn std::error::Error>> {
+//! use postern_async_std::{Email, NamedMailbox};
+//!
+//! let (envelope, message) = Email::new(NamedMailbox::parse("Billing <billing@example.com>")?)
+//!     .to(NamedMailbox::parse("\"Doe, Jane\" <jane@example.org>")?)
+//!     .subject("Invoice 42")
+//!     .text("Amount due: 10 EUR.")
+//!     .html("<p>Amount due: <b>10 EUR</b>.</p>")
+//!     .attachment("application/pdf", "invoice-42.pdf", b"%PDF-1.7 ...".to_vec())
+//!     .build()?;
+//! transport.send(&envelope, message).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # DKIM, pooling and many sends at once
+//!
+//! ```no_run
+//! # #[cfg(feature = "dkim")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use postern_async_std::{Dkim, Envelope, Mailbox, PoolConfig, Transport};
+//!
+//! let transport = Transport::builder("smtp.example.com")
+//!     .password("app@example.com", std::env::var("SMTP_PASSWORD")?)
+//!     .dkim(Dkim::from_pem_file("example.com", "mail2026", "dkim.pem")?)
+//!     // Up to 8 connections, 100 messages each, then a fresh one.
+//!     .pool(PoolConfig::default().max_connections(8).max_messages_per_connection(100))
+//!     .build()?;
+//! let from = Mailbox::parse("app@example.com")?;
+//! let sends = (0..500).map(|i| {
+//!     let transport = transport.clone();
+//!     let envelope = Envelope::new(from.clone(), [Mailbox::parse(&format!("user{i}@example.org")).unwrap()]);
+//!     async move { transport.send(&envelope, format!("From: app@example.com\r\nSubject: {i}\r\n\r\nHi\r\n")).await }
+//! });
+//! for result in futures_join_all(sends).await {
+//!     result?;
+//! }
+//! transport.shutdown().await;
+//! # Ok(())
+//! # }
+//! # async fn futures_join_all<F: std::future::Future>(f: impl IntoIterator<Item = F>) -> Vec<F::Output> { let mut v = Vec::new(); for x in f { v.push(x.await); } v }
+//! ```
+//!
+//! # Handling errors
+//!
+//! ```no_run
+//! # async fn run(transport: postern_async_std::Transport, envelope: postern_async_std::Envelope) {
+//! match transport.send(&envelope, "Subject: hi\r\n\r\nHello\r\n").await {
+//!     Ok(report) => {
+//!         for refused in report.rejected() {
+//!             eprintln!("{} refused: {:?}", refused.mailbox, refused.reply);
+//!         }
+//!     }
+//!     // Sent whole, no reply: it may have been delivered; never resend blindly.
+//!     Err(e) if e.may_have_been_delivered() => eprintln!("check before resending: {e}"),
+//!     // 4xx, timeouts, dropped connections: the same send may succeed later.
+//!     Err(e) if e.is_transient() => eprintln!("retry later: {e}"),
+//!     Err(e) => {
+//!         // Permanent: what an admin must fix, with a link when known.
+//!         eprintln!("failed at {}: {e}", e.stage().name());
+//!         if let Some(d) = e.diagnosis() {
+//!             eprintln!("{}: {} ({})", d.id, d.fix, d.link.unwrap_or_default());
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::future::Future;
 use std::io;

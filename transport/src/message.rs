@@ -60,7 +60,7 @@ impl Message {
     /// CRLF) put before it. For a streamed message this is the second pass
     /// of DKIM signing: the `DKIM-Signature` field from the first pass,
     /// then the same bytes again. A transport that signs
-    /// ([`crate::TransportBuilder::dkim`]) sends a stream that starts with
+    /// (`TransportBuilder::dkim`, feature `dkim`) sends a stream that starts with
     /// a `DKIM-Signature` field as it is, and refuses any other stream.
     #[must_use]
     pub fn prepend(self, header: impl Into<Vec<u8>>) -> Message {
