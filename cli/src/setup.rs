@@ -109,7 +109,7 @@ pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
         ),
         None => None,
     };
-    let client = client_credential(s, &client_id, &endpoint)?;
+    let client = client_credential(s, &client_id)?;
     if kind == ProviderKind::Google && !delegated {
         return Err(usage(
             "Google needs a user's consent: run `postern authorize --provider google` and pass --refresh-token-file",
@@ -137,11 +137,7 @@ pub(crate) fn oauth(s: &Settings) -> Result<Option<OAuth2>, Failure> {
     Ok(Some(o))
 }
 
-fn client_credential(
-    s: &Settings,
-    client_id: &str,
-    endpoint: &Endpoint,
-) -> Result<ClientCredential, Failure> {
+fn client_credential(s: &Settings, client_id: &str) -> Result<ClientCredential, Failure> {
     if let Some(key) = &s.certificate_key {
         let thumbprint = s
             .certificate_thumbprint
@@ -149,12 +145,7 @@ fn client_credential(
             .ok_or_else(|| usage("--certificate-thumbprint is required with --certificate-key"))?;
         let pem = std::fs::read_to_string(key)
             .map_err(|e| usage(format!("cannot read {}: {e}", key.display())))?;
-        return Ok(ClientCredential::certificate(
-            client_id,
-            endpoint.as_str(),
-            &pem,
-            thumbprint,
-        )?);
+        return Ok(ClientCredential::certificate(client_id, &pem, thumbprint)?);
     }
     let secret = secret(
         "client secret",

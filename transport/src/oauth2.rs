@@ -44,14 +44,25 @@ pub enum Auth {
 }
 
 /// A signed JWT produced on demand (Microsoft certificate credentials, Google
-/// service accounts): called with the current Unix time for every token
-/// request, because assertions are short-lived.
+/// service accounts): made afresh for every token request, because
+/// assertions are short-lived.
 #[derive(Clone)]
-pub struct Assertion(Arc<dyn Fn(u64) -> Result<Secret, String> + Send + Sync>);
+pub struct Assertion(AssertionFn);
+
+type AssertionFn = Arc<dyn Fn(u64, &str) -> Result<Secret, String> + Send + Sync>;
 
 impl Assertion {
     /// Wraps a function returning a fresh signed assertion for `unix_now`.
     pub fn new(f: impl Fn(u64) -> Result<Secret, String> + Send + Sync + 'static) -> Self {
+        Assertion(Arc::new(move |now, _| f(now)))
+    }
+
+    /// Wraps a function returning a fresh signed assertion for `unix_now`
+    /// and the audience `aud`: the token URL the request goes to, so the
+    /// assertion follows [`OAuth2::with_endpoint`].
+    pub fn for_audience(
+        f: impl Fn(u64, &str) -> Result<Secret, String> + Send + Sync + 'static,
+    ) -> Self {
         Assertion(Arc::new(f))
     }
 }
@@ -257,13 +268,9 @@ impl OAuth2 {
         thumbprint_hex: &str,
         mailbox: &str,
     ) -> Result<Self, Error> {
-        Self::microsoft_app_with(
-            tenant,
-            MicrosoftCloud::Global,
-            client_id,
-            mailbox,
-            |endpoint| certificate_assertion(client_id, endpoint.as_str(), key_pem, thumbprint_hex),
-        )
+        Self::microsoft_app_with(tenant, MicrosoftCloud::Global, client_id, mailbox, |_| {
+            certificate_assertion(client_id, key_pem, thumbprint_hex)
+        })
     }
 
     /// Google Workspace, a service account with domain-wide delegation,
@@ -287,11 +294,10 @@ impl OAuth2 {
             .map_err(|e| Error::Config(format!("service account key: {e}")))?;
         let endpoint = Endpoint::parse(&token_uri)
             .map_err(|e| Error::Config(format!("service account token_uri: {e}")))?;
-        let aud = endpoint.as_str().to_owned();
         let subject = mailbox.to_owned();
         let scope = Provider::Google.default_scope(false).unwrap_or_default();
-        let assertion = Assertion::new(move |now| {
-            let claims = bearer_grant_claims(&issuer, &scope, &aud, Some(&subject), now, 3600);
+        let assertion = Assertion::for_audience(move |now, aud| {
+            let claims = bearer_grant_claims(&issuer, &scope, aud, Some(&subject), now, 3600);
             let key_id = kid.clone().map_or(KeyId::None, KeyId::Kid);
             sign(&key_id, &claims, &signer).map_err(|e| e.to_string())
         });
@@ -394,7 +400,9 @@ impl OAuth2 {
             ClientCredential::None => ClientAuth::None,
             ClientCredential::SecretPost(s) => ClientAuth::SecretPost(s.clone()),
             ClientCredential::SecretBasic(s) => ClientAuth::SecretBasic(s.clone()),
-            ClientCredential::Assertion(a) => ClientAuth::PrivateKeyJwt((a.0)(unix_now)?),
+            ClientCredential::Assertion(a) => {
+                ClientAuth::PrivateKeyJwt((a.0)(unix_now, self.endpoint.as_str())?)
+            }
         };
         let grant = match &self.grant {
             TokenGrant::ClientCredentials => Grant::ClientCredentials,
@@ -402,7 +410,7 @@ impl OAuth2 {
                 refresh_token: refresh_token.unwrap_or(initial).clone(),
             },
             TokenGrant::JwtBearer(a) => Grant::JwtBearer {
-                assertion: (a.0)(unix_now)?,
+                assertion: (a.0)(unix_now, self.endpoint.as_str())?,
             },
         };
         let mut request = TokenRequest::new(self.endpoint.clone(), "", client_auth, grant);
@@ -415,23 +423,22 @@ impl OAuth2 {
 
 impl ClientCredential {
     /// A `private_key_jwt` client credential (RFC 7523): a fresh assertion
-    /// for `client_id` at the token URL `aud` for every request, signed with
-    /// the RSA key `key_pem` (PKCS #8), naming the certificate by its SHA-1
-    /// thumbprint (hex, `:` and spaces allowed) as Microsoft Entra wants.
-    /// [`OAuth2::microsoft_app_certificate`] uses it.
+    /// for `client_id` for every request, its audience the token URL the
+    /// request goes to, signed with the RSA key `key_pem` (PKCS #8), naming
+    /// the certificate by its SHA-1 thumbprint (hex, `:` and spaces allowed)
+    /// as Microsoft Entra wants. [`OAuth2::microsoft_app_certificate`] uses
+    /// it.
     pub fn certificate(
         client_id: &str,
-        aud: &str,
         key_pem: &str,
         thumbprint_hex: &str,
     ) -> Result<ClientCredential, Error> {
-        certificate_assertion(client_id, aud, key_pem, thumbprint_hex)
+        certificate_assertion(client_id, key_pem, thumbprint_hex)
     }
 }
 
 fn certificate_assertion(
     client_id: &str,
-    aud: &str,
     key_pem: &str,
     thumbprint_hex: &str,
 ) -> Result<ClientCredential, Error> {
@@ -455,17 +462,18 @@ fn certificate_assertion(
     let signer = RsaSigner::from_pkcs8_pem(key_pem)
         .map_err(|e| Error::Config(format!("certificate key: {e}")))?;
     let client_id = client_id.to_owned();
-    let aud = aud.to_owned();
-    Ok(ClientCredential::Assertion(Assertion::new(move |now| {
-        let mut jti = [0u8; 16];
-        getrandom::fill(&mut jti).map_err(|e| e.to_string())?;
-        let claims = client_assertion_claims(
-            &client_id,
-            &aud,
-            &postern_oauth::pkce::random_token(jti),
-            now,
-            600,
-        );
-        sign(&KeyId::X5t(x5t.clone()), &claims, &signer).map_err(|e| e.to_string())
-    })))
+    Ok(ClientCredential::Assertion(Assertion::for_audience(
+        move |now, aud| {
+            let mut jti = [0u8; 16];
+            getrandom::fill(&mut jti).map_err(|e| e.to_string())?;
+            let claims = client_assertion_claims(
+                &client_id,
+                aud,
+                &postern_oauth::pkce::random_token(jti),
+                now,
+                600,
+            );
+            sign(&KeyId::X5t(x5t.clone()), &claims, &signer).map_err(|e| e.to_string())
+        },
+    )))
 }

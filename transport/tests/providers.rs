@@ -70,6 +70,42 @@ fn google_service_account_acts_for_the_mailbox() {
     assert!(OAuth2::google_service_account("{}", "u@example.com").is_err());
 }
 
+/// The assertion's audience follows the endpoint: a certificate or
+/// service-account preset pointed elsewhere signs for the new token URL
+/// (an assertion for the old one would be refused there).
+#[test]
+fn signed_presets_follow_another_endpoint() {
+    let other = "https://login.example.net/contoso/token";
+    let o = OAuth2::microsoft_app_certificate("contoso", "app", KEY, "8b1f", "m@contoso.com")
+        .unwrap()
+        .with_endpoint(Endpoint::parse(other).unwrap());
+    let r = o.token_request(None, 1_800_000_000).unwrap();
+    let ClientAuth::PrivateKeyJwt(assertion) = &r.client_auth else {
+        panic!("{:?}", r.client_auth)
+    };
+    assert_eq!(
+        decode_claims_unverified(assertion.expose()).unwrap()["aud"],
+        other
+    );
+
+    let key = serde_json::json!({
+        "client_email": "mailer@project.iam.gserviceaccount.com",
+        "private_key": KEY,
+    })
+    .to_string();
+    let o = OAuth2::google_service_account(&key, "user@example.com")
+        .unwrap()
+        .with_endpoint(Endpoint::parse(other).unwrap());
+    let r = o.token_request(None, 1_800_000_000).unwrap();
+    let Grant::JwtBearer { assertion } = &r.grant else {
+        panic!("{:?}", r.grant)
+    };
+    assert_eq!(
+        decode_claims_unverified(assertion.expose()).unwrap()["aud"],
+        other
+    );
+}
+
 #[test]
 fn presets_take_another_endpoint() {
     let o = OAuth2::microsoft_app(
