@@ -1,4 +1,4 @@
-//! A scratch application outside the workspace: `tests/scratch/main.rs`
+//! A scratch application outside the workspace: `tests/data/scratch-app.rs`
 //! built with one postern dependency line (a path dependency on this crate,
 //! as a registry line would be), then run against the loopback peers. It
 //! proves the public surface is enough, from one import path, for: a
@@ -48,7 +48,7 @@ opt-level = 2
     )
     .unwrap();
     std::fs::copy(
-        Path::new(crate_dir).join("tests/scratch/main.rs"),
+        Path::new(crate_dir).join("tests/data/scratch-app.rs"),
         dir.join("src/main.rs"),
     )
     .unwrap();
