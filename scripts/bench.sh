@@ -11,7 +11,10 @@ if [ "${1:-}" = "--report-only" ]; then
   shift
 else
   rm -rf target/criterion
-  cargo bench -p postern-benches --locked "$@"
+  # The TCP_NODELAY shim for the fair lettre and mail-send rows.
+  mkdir -p target
+  cc -shared -fPIC -O2 -o target/nodelay.so benches/nodelay/nodelay.c -ldl
+  POSTERN_NODELAY_SHIM="$PWD/target/nodelay.so" cargo bench -p postern-benches --locked "$@"
 fi
 {
   echo "# Benchmarks"
@@ -25,6 +28,7 @@ fi
   echo "$(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -sr), $(rustc --version)."
   echo
   cargo run -q -p postern-benches --bin report -- target/criterion
+  cat target/criterion/cpu.txt 2>/dev/null || true
   echo "### memory"
   echo
   cat target/criterion/memory.txt target/criterion/peak-rss.txt 2>/dev/null || true

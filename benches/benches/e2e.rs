@@ -7,123 +7,63 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use postern_benches::workloads::{self, lettre, mail_send, message, postern, runtime};
 use postern_test_support::{Generated, Pki, ServerTls, SmtpServer, SmtpServerConfig, SmtpSink};
 use postern_tokio::{Envelope, Mailbox, Message, Security, TlsOptions, Transport};
 
 /// Messages per session, the same for every contender. lettre and mail-send
-/// wait for a delayed ACK on every message (about 44 ms), so a sample of
-/// theirs takes `PER_SESSION` × 44 ms; 50 keeps the whole suite under ten
-/// minutes while each session still sends many messages over one connection.
+/// as shipped wait for a delayed ACK on every message (about 44 ms), so a
+/// sample of theirs takes `PER_SESSION` × 44 ms; 50 keeps the whole suite
+/// under ten minutes while each session still sends many messages over one
+/// connection.
 const PER_SESSION: usize = 50;
 
-fn message() -> Vec<u8> {
-    let mut m = b"From: <a@example.com>\r\nTo: <b@example.com>\r\nSubject: bench\r\n\r\n".to_vec();
-    while m.len() < 1022 {
-        m.extend_from_slice(b"The quick brown fox jumps over the lazy dog, again and again.\r\n");
+/// Messages per run in the CPU-per-message table.
+const CPU_MESSAGES: usize = 2000;
+
+/// The `TCP_NODELAY` shim (`benches/nodelay/nodelay.c`), when
+/// `scripts/bench.sh` built it: the path in `POSTERN_NODELAY_SHIM`.
+fn nodelay_shim() -> Option<String> {
+    std::env::var("POSTERN_NODELAY_SHIM")
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists())
+}
+
+/// Runs the `contender` binary once (`LD_PRELOAD`ing `shim` if given) and
+/// returns the wall time and CPU time (µs) of its sends.
+fn contender(
+    name: &str,
+    port: u16,
+    sessions: usize,
+    per_session: usize,
+    shim: Option<&str>,
+) -> (Duration, u64) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_contender"));
+    cmd.args([
+        name,
+        &port.to_string(),
+        &sessions.to_string(),
+        &per_session.to_string(),
+    ]);
+    if let Some(shim) = shim {
+        cmd.env("LD_PRELOAD", shim);
     }
-    m.truncate(1022);
-    m.extend_from_slice(b"\r\n");
-    m
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-async fn postern(port: u16, sessions: usize, body: Arc<[u8]>) {
-    let t = Transport::builder("127.0.0.1")
-        .port(port)
-        .security(Security::Plaintext)
-        .pool(
-            postern_tokio::PoolConfig::default()
-                .max_connections(sessions)
-                .max_messages_per_connection(u32::MAX),
-        )
-        .build()
-        .expect("transport");
-    let envelope = Envelope::new(
-        Mailbox::parse("a@example.com").expect("valid"),
-        [Mailbox::parse("b@example.com").expect("valid")],
+    let out = cmd.output().expect("contender");
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let mut tasks = Vec::new();
-    for _ in 0..sessions {
-        let t = t.clone();
-        let envelope = envelope.clone();
-        let body = Arc::clone(&body);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..PER_SESSION {
-                t.send(&envelope, Message::bytes(Arc::clone(&body)))
-                    .await
-                    .expect("sent");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("task");
-    }
-    t.shutdown().await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().expect("number"));
+    let nanos = fields.next().expect("elapsed");
+    let cpu = fields.next().expect("cpu");
+    (Duration::from_nanos(nanos), cpu)
 }
 
-async fn lettre(port: u16, sessions: usize, body: Arc<[u8]>) {
-    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-    let pool =
-        lettre::transport::smtp::PoolConfig::new().max_size(u32::try_from(sessions).unwrap_or(1));
-    let t: AsyncSmtpTransport<Tokio1Executor> =
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(port)
-            .pool_config(pool)
-            .build();
-    let envelope = lettre::address::Envelope::new(
-        Some("a@example.com".parse().expect("valid")),
-        vec!["b@example.com".parse().expect("valid")],
-    )
-    .expect("envelope");
-    let mut tasks = Vec::new();
-    for _ in 0..sessions {
-        let t = t.clone();
-        let envelope = envelope.clone();
-        let body = Arc::clone(&body);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..PER_SESSION {
-                t.send_raw(&envelope, &body).await.expect("sent");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("task");
-    }
-}
-
-async fn mail_send(port: u16, sessions: usize, body: Arc<[u8]>) {
-    let mut tasks = Vec::new();
-    for _ in 0..sessions {
-        let body = Arc::clone(&body);
-        tasks.push(tokio::spawn(async move {
-            let mut client = mail_send::SmtpClientBuilder::new("127.0.0.1".to_owned(), port)
-                .expect("builder")
-                .connect_plain()
-                .await
-                .expect("connect");
-            for _ in 0..PER_SESSION {
-                let m = mail_send::smtp::message::Message::new(
-                    "a@example.com",
-                    ["b@example.com"],
-                    &body[..],
-                );
-                client.send(m).await.expect("sent");
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("task");
-    }
-}
-
-fn smtp_source(port: u16, sessions: usize) -> Duration {
+fn smtp_source(port: u16, sessions: usize, per_session: usize) -> Duration {
     let start = Instant::now();
     let status = std::process::Command::new("/usr/sbin/smtp-source")
         .args([
@@ -132,7 +72,7 @@ fn smtp_source(port: u16, sessions: usize) -> Duration {
             "-s",
             &sessions.to_string(),
             "-m",
-            &(PER_SESSION * sessions).to_string(),
+            &(per_session * sessions).to_string(),
             "-l",
             "1024",
             "-f",
@@ -165,7 +105,7 @@ fn loopback(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    rt.block_on(postern(port, sessions, Arc::clone(&b1)));
+                    rt.block_on(postern(port, sessions, PER_SESSION, Arc::clone(&b1)));
                 }
                 start.elapsed()
             })
@@ -175,7 +115,7 @@ fn loopback(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    rt.block_on(lettre(port, sessions, Arc::clone(&b2)));
+                    rt.block_on(lettre(port, sessions, PER_SESSION, Arc::clone(&b2)));
                 }
                 start.elapsed()
             })
@@ -185,16 +125,95 @@ fn loopback(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    rt.block_on(mail_send(port, sessions, Arc::clone(&b3)));
+                    rt.block_on(mail_send(port, sessions, PER_SESSION, Arc::clone(&b3)));
                 }
                 start.elapsed()
             })
         });
         group.bench_function(BenchmarkId::new("smtp-source", sessions), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| smtp_source(port, sessions)).sum())
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| smtp_source(port, sessions, PER_SESSION))
+                    .sum()
+            })
         });
+        // The fair rows: the same contenders with TCP_NODELAY forced by the
+        // shim, in a process of their own; the time is that of the sends.
+        if let Some(shim) = nodelay_shim() {
+            for (name, id) in [
+                ("lettre", "lettre-0.11+nodelay"),
+                ("mail-send", "mail-send-0.7+nodelay"),
+            ] {
+                let shim = shim.clone();
+                group.bench_function(BenchmarkId::new(id, sessions), |b| {
+                    b.iter_custom(|iters| {
+                        (0..iters)
+                            .map(|_| contender(name, port, sessions, PER_SESSION, Some(&shim)).0)
+                            .sum()
+                    })
+                });
+            }
+        } else {
+            eprintln!("POSTERN_NODELAY_SHIM not set: the +nodelay rows are skipped");
+        }
     }
     group.finish();
+    cpu_per_message(port);
+}
+
+/// User + system CPU time per message of each client, at 1 and 10
+/// sessions, written to `target/criterion/cpu.txt` for BENCHMARKS.md.
+/// Each contender runs in a process of its own (postern too), measured
+/// around its sends; smtp-source is measured as a waited-for child (its
+/// start-up included, a few hundred µs in all).
+fn cpu_per_message(port: u16) {
+    let shim = nodelay_shim();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut rows = Vec::new();
+    for sessions in [1usize, 10] {
+        let per_session = CPU_MESSAGES / sessions;
+        let messages = (per_session * sessions) as f64;
+        let source = median(
+            (0..3)
+                .map(|_| {
+                    let before = workloads::cpu_children_us();
+                    smtp_source(port, sessions, per_session);
+                    (workloads::cpu_children_us() - before) as f64 / messages
+                })
+                .collect(),
+        );
+        let mut contenders = vec![("postern-tokio", "postern", None)];
+        if let Some(shim) = &shim {
+            contenders.push(("lettre-0.11+nodelay", "lettre", Some(shim.as_str())));
+            contenders.push(("mail-send-0.7+nodelay", "mail-send", Some(shim.as_str())));
+        }
+        for (label, name, preload) in contenders {
+            let cpu = median(
+                (0..3)
+                    .map(|_| {
+                        contender(name, port, sessions, per_session, preload).1 as f64 / messages
+                    })
+                    .collect(),
+            );
+            rows.push(format!(
+                "| {sessions} | {label} | {cpu:.1} µs | {:.2}× |",
+                cpu / source
+            ));
+        }
+        rows.push(format!(
+            "| {sessions} | smtp-source | {source:.1} µs | 1.00× |"
+        ));
+    }
+    let table = format!(
+        "### cpu-per-message\n\nClient user + system CPU time per 1 KiB message to smtp-sink ({CPU_MESSAGES} messages a run, median of 3). \"vs smtp-source\" below 1× means less CPU than Postfix's C client.\n\n| sessions | client | CPU per message | vs smtp-source |\n| --- | --- | ---: | ---: |\n{}\n\n",
+        rows.join("\n")
+    );
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    std::fs::create_dir_all(&dir).ok();
+    std::fs::write(dir.join("cpu.txt"), table).expect("cpu.txt");
 }
 
 /// A TLS server that reads and discards: the raw rustls baseline.

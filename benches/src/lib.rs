@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod workloads;
+
 /// `len` bytes of 76-column text with CRLF line ends.
 #[must_use]
 pub fn crlf_text(len: usize) -> Vec<u8> {
