@@ -285,6 +285,7 @@ pub struct ClientInput {
     tls: u8,
     chunking: bool,
     allow_plain: bool,
+    pipeline_transactions: bool,
     ops: Vec<Op>,
 }
 
@@ -304,6 +305,7 @@ pub fn client(input: ClientInput) {
             _ => Security::Plaintext,
         })
         .use_chunking(input.chunking)
+        .pipeline_transactions(input.pipeline_transactions)
         .dangerous_allow_credentials_without_tls(input.allow_plain)
         .max_pending_body(MAX_PENDING_BODY);
     let mut c = Client::new(config, now);

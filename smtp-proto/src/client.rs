@@ -50,6 +50,13 @@ pub struct ClientConfig {
     /// for transmission; default 256 KiB. The transmit buffer holds at most
     /// this plus one command group (MAIL and all RCPT lines).
     pub max_pending_body: usize,
+    /// Pipelining across transactions (RFC 2920 §3.1): [`Client::send_envelope`]
+    /// may start the next transaction right after a message's final `.`,
+    /// before that message's reply, when the server offers PIPELINING. The
+    /// replies are matched to their transactions in order; a refused message
+    /// does not change the next one's verdict. Not after a BDAT message (a
+    /// refused chunk needs an RSET first). Default `false`.
+    pub pipeline_transactions: bool,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +73,7 @@ impl Default for ClientConfig {
             nul: NulBytes::Reject,
             max_auth_challenges: 1,
             max_pending_body: 256 * 1024,
+            pipeline_transactions: false,
         }
     }
 }
@@ -211,9 +219,13 @@ pub struct Client {
     authenticated: Option<Mechanism>,
     error: Option<Error>,
     next_txn: u64,
-    /// The end of a message (`.` or `BDAT ... LAST`) went out and its reply
-    /// has not come; survives a fatal error.
-    unconfirmed: bool,
+    /// Transactions whose end (`.` or `BDAT ... LAST`) went out and whose
+    /// reply has not come, oldest first; survives a fatal error.
+    unconfirmed: VecDeque<TransactionId>,
+    /// Transactions overtaken by a newer one (pipelining across
+    /// transactions): their final `.` went out, their reply is the next to
+    /// come, oldest first.
+    finishing: VecDeque<Box<Txn>>,
 }
 
 impl fmt::Debug for Client {
@@ -250,7 +262,8 @@ impl Client {
             authenticated: None,
             error: None,
             next_txn: 0,
-            unconfirmed: false,
+            unconfirmed: VecDeque::new(),
+            finishing: VecDeque::new(),
         };
         client.enter(now, State::Greeting);
         client
@@ -447,7 +460,14 @@ impl Client {
         now: Instant,
         envelope: &Envelope,
     ) -> Result<TransactionId, CommandError> {
-        let caps = self.ready_caps()?;
+        let overtaking = self.can_overtake();
+        let caps = if overtaking {
+            self.caps.as_ref().ok_or(CommandError::NotReady {
+                state: "not set up",
+            })?
+        } else {
+            self.ready_caps()?
+        };
         let plan = Plan::new(
             envelope,
             caps,
@@ -463,6 +483,12 @@ impl Client {
             body,
         } = plan;
         let encoder = BodyEncoder::new(body);
+        if overtaking {
+            // The previous message's `.` went out; its reply comes first.
+            if let State::Txn(previous) = std::mem::replace(&mut self.state, State::Closed) {
+                self.finishing.push_back(previous);
+            }
+        }
         let id = TransactionId(self.next_txn);
         self.next_txn += 1;
         command::write_mail(&mut self.out, envelope, params);
@@ -568,7 +594,7 @@ impl Client {
         }
         txn.expect.push_back(Expect::MessageEnd);
         txn.stage = Stage::Finishing;
-        self.unconfirmed = true;
+        self.unconfirmed.push_back(txn.report.id);
         self.rearm(now);
         Ok(())
     }
@@ -650,7 +676,14 @@ impl Client {
     /// so on its own.
     #[must_use]
     pub fn message_unconfirmed(&self) -> bool {
-        self.unconfirmed
+        !self.unconfirmed.is_empty()
+    }
+
+    /// The transactions whose end went out without a reply yet (after a
+    /// fatal error: the ones that may have been delivered), oldest first.
+    /// More than one only with [`ClientConfig::pipeline_transactions`].
+    pub fn unconfirmed_transactions(&self) -> impl Iterator<Item = TransactionId> + '_ {
+        self.unconfirmed.iter().copied()
     }
 
     /// How to end this connection now: QUIT when the session is usable,
@@ -706,8 +739,27 @@ impl Client {
         }
     }
 
+    /// `true` when [`Client::send_envelope`] may start a transaction before
+    /// the current one's final reply: pipelining across transactions is on,
+    /// offered, and the current message ended with `.` (not BDAT).
+    fn can_overtake(&self) -> bool {
+        let offered = self.caps.as_ref().is_some_and(|c| c.pipelining);
+        self.error.is_none()
+            && self.config.pipeline_transactions
+            && offered
+            && matches!(&self.state, State::Txn(txn)
+                if txn.stage == Stage::Finishing
+                    && txn.pipelining
+                    && !txn.chunking
+                    && txn.expect.len() == 1
+                    && txn.expect.front() == Some(&Expect::MessageEnd))
+    }
+
     /// What the machine waits for now.
     fn phase(&self) -> Phase {
+        if !self.finishing.is_empty() {
+            return Phase::DataEnd;
+        }
         match &self.state {
             State::Greeting => Phase::Greeting,
             State::Ehlo { .. } => Phase::Ehlo,
@@ -772,6 +824,13 @@ impl Client {
         // 421: the server is shutting the connection down, whatever we asked.
         if reply.code() == 421 && !matches!(self.state, State::Quit) {
             return self.fail(Error::ServiceUnavailable { phase, reply });
+        }
+        if let Some(txn) = self.finishing.pop_front() {
+            // Replies come in command order: an overtaken transaction's
+            // final reply is older than anything the current state waits for.
+            self.finish_message(txn, reply);
+            self.rearm(now);
+            return Ok(());
         }
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Greeting => {
@@ -1005,23 +1064,13 @@ impl Client {
                 }
             }
             Expect::MessageEnd => {
-                self.unconfirmed = false;
-                let ok = reply.is_positive();
-                if txn.stage != Stage::Draining {
-                    txn.report.message = Some(reply);
-                }
                 if txn.stage == Stage::Draining {
+                    self.unconfirmed.retain(|id| *id != txn.report.id);
                     self.fail_transaction(now, txn);
                     return Ok(());
                 }
                 self.ready();
-                let report = txn.report;
-                let delivered = ok && report.recipients.iter().any(RecipientResult::accepted);
-                self.events.push_back(if delivered {
-                    Event::Delivered(report)
-                } else {
-                    Event::TransactionFailed(report)
-                });
+                self.finish_message(txn, reply);
                 return Ok(());
             }
             Expect::EmptyData => {
@@ -1031,6 +1080,21 @@ impl Client {
         }
         self.enter(now, State::Txn(txn));
         Ok(())
+    }
+
+    /// The reply to a message's end: the transaction's outcome.
+    fn finish_message(&mut self, txn: Box<Txn>, reply: Reply) {
+        let txn = *txn;
+        self.unconfirmed.retain(|id| *id != txn.report.id);
+        let ok = reply.is_positive();
+        let mut report = txn.report;
+        report.message = Some(reply);
+        let delivered = ok && report.recipients.iter().any(RecipientResult::accepted);
+        self.events.push_back(if delivered {
+            Event::Delivered(report)
+        } else {
+            Event::TransactionFailed(report)
+        });
     }
 
     /// Without pipelining: sends the next RCPT, then DATA (or starts BDAT) after
@@ -1090,5 +1154,6 @@ postern_common::setters!(ClientConfig {
     long_lines: LongLines,
     nul: NulBytes,
     max_auth_challenges: u8,
-    max_pending_body: usize
+    max_pending_body: usize,
+    pipeline_transactions: bool
 });
