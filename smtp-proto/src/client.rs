@@ -54,8 +54,12 @@ pub struct ClientConfig {
     /// may start the next transaction right after a message's final `.`,
     /// before that message's reply, when the server offers PIPELINING. The
     /// replies are matched to their transactions in order; a refused message
-    /// does not change the next one's verdict. Not after a BDAT message (a
-    /// refused chunk needs an RSET first). Default `false`.
+    /// does not change the next one's verdict. With it on, messages go with
+    /// DATA even where CHUNKING is offered (binary bodies still need BDAT):
+    /// a BDAT message is never overtaken, because a refused chunk needs an
+    /// RSET first, and Dovecot 2.3's submission server fails an assertion
+    /// on a MAIL pipelined after `BDAT ... LAST`. Default `false`; also
+    /// [`Client::set_pipeline_transactions`].
     pub pipeline_transactions: bool,
 }
 
@@ -150,6 +154,10 @@ struct Txn {
     next_rcpt: usize,
     stage: Stage,
     encoder: BodyEncoder,
+    /// With BDAT: the encoded piece not yet sent, held back so that the last
+    /// piece can go as `BDAT n LAST` (one chunk for a message written in one
+    /// piece). At most one `write_body` call's worth.
+    held: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -472,7 +480,7 @@ impl Client {
             envelope,
             caps,
             self.tls,
-            self.config.use_chunking,
+            self.config.use_chunking && !self.config.pipeline_transactions,
             self.config.long_lines,
             self.config.nul,
         )?;
@@ -532,6 +540,7 @@ impl Client {
                 next_rcpt,
                 stage: Stage::Envelope,
                 encoder,
+                held: Vec::new(),
             })),
         );
         Ok(id)
@@ -554,14 +563,14 @@ impl Client {
             return Ok(0);
         }
         let result = if txn.chunking {
-            self.scratch.clear();
-            let r = txn.encoder.encode(&data[..take], &mut self.scratch);
-            if r.is_ok() && !self.scratch.is_empty() {
-                command::write_bdat(&mut self.out, self.scratch.len(), false);
-                self.out.extend_from_slice(&self.scratch);
+            // The piece held back goes out now; this one is held in turn.
+            if !txn.held.is_empty() {
+                command::write_bdat(&mut self.out, txn.held.len(), false);
+                self.out.extend_from_slice(&txn.held);
+                txn.held.clear();
                 txn.expect.push_back(Expect::Bdat);
             }
-            r
+            txn.encoder.encode(&data[..take], &mut txn.held)
         } else {
             txn.encoder.encode(&data[..take], &mut self.out)
         };
@@ -578,11 +587,11 @@ impl Client {
         self.check_command()?;
         let txn = body_txn(&mut self.state)?;
         let result = if txn.chunking {
-            self.scratch.clear();
-            let r = txn.encoder.finish(&mut self.scratch);
+            let r = txn.encoder.finish(&mut txn.held);
             if r.is_ok() {
-                command::write_bdat(&mut self.out, self.scratch.len(), true);
-                self.out.extend_from_slice(&self.scratch);
+                command::write_bdat(&mut self.out, txn.held.len(), true);
+                self.out.extend_from_slice(&txn.held);
+                txn.held = Vec::new();
             }
             r
         } else {
@@ -737,6 +746,22 @@ impl Client {
                 state: state.name(),
             }),
         }
+    }
+
+    /// Turns pipelining across transactions on or off for the transactions
+    /// started from now on ([`ClientConfig::pipeline_transactions`]): a
+    /// driver turns it on while it has several messages for the connection.
+    pub fn set_pipeline_transactions(&mut self, on: bool) {
+        self.config.pipeline_transactions = on;
+    }
+
+    /// `true` when [`Client::send_envelope`] would start a transaction now,
+    /// before the current message's final reply
+    /// ([`ClientConfig::pipeline_transactions`]); an idle machine is
+    /// [`Client::is_ready`].
+    #[must_use]
+    pub fn can_send_envelope(&self) -> bool {
+        self.can_overtake()
     }
 
     /// `true` when [`Client::send_envelope`] may start a transaction before

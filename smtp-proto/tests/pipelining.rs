@@ -221,7 +221,8 @@ fn eof_after_k_of_n_final_replies() {
     assert_eq!(*unconfirmed.borrow(), [0]);
 }
 
-/// Off by default, never without PIPELINING, never after a BDAT message.
+/// Off by default, never without PIPELINING, never while an earlier BDAT
+/// chunk's reply is outstanding.
 #[test]
 fn only_when_enabled_and_offered() {
     let refused = std::cell::Cell::new(false);
@@ -236,10 +237,6 @@ fn only_when_enabled_and_offered() {
         (
             config(),
             b"250-mx.example.com\r\n250 8BITMIME\r\n".as_slice(),
-        ),
-        (
-            config(),
-            b"250-mx.example.com\r\n250-PIPELINING\r\n250 CHUNKING\r\n".as_slice(),
         ),
     ] {
         let pipelined = caps.windows(10).any(|w| w == b"PIPELINING");
@@ -302,4 +299,58 @@ fn the_oldest_reply_sets_the_deadline() {
         matches!(errs.first(), Some(Error::Timeout { phase, .. }) if *phase == postern_smtp::Phase::DataEnd),
         "{errs:?}"
     );
+}
+
+/// Where CHUNKING is offered, messages still go with DATA while pipelining
+/// across transactions is on (BDAT is never overtaken); a binary body needs
+/// BDAT, and the next message then waits for its reply.
+#[test]
+fn data_rather_than_bdat_and_never_past_bdat() {
+    const CHUNKING: &[u8] =
+        b"250-mx.example.com\r\n250-PIPELINING\r\n250-BINARYMIME\r\n250 CHUNKING\r\n";
+    let log = run_all(
+        &config(),
+        &[
+            S(GREETING),
+            C(EHLO),
+            S(CHUNKING),
+            Act(&send("a@example.org")),
+            C(b"MAIL FROM:<sender@example.com>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n"),
+            S(b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            Act(&body_then_send(b"one\r\n", "b@example.org")),
+            C(b"one\r\n.\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"),
+            S(b"250 2.0.0 queued 1\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+            Act(&body(b"two\r\n")),
+            C(b"two\r\n.\r\n"),
+            S(b"250 2.0.0 queued 2\r\n"),
+        ],
+    );
+    assert_eq!(outcomes(&events(&log)), [(0, true, 250), (1, true, 250)]);
+
+    let refused = std::cell::Cell::new(false);
+    let binary = |c: &mut Client, now| {
+        let mut e = env("a@example.org");
+        e.body = postern_smtp::BodyType::BinaryMime;
+        c.send_envelope(now, &e).unwrap();
+    };
+    let then_next = |c: &mut Client, now| {
+        body(b"one\r\n")(c, now);
+        let r = c.send_envelope(now, &env("b@example.org"));
+        refused.set(matches!(r, Err(CommandError::NotReady { .. })));
+    };
+    run_all(
+        &config(),
+        &[
+            S(GREETING),
+            C(EHLO),
+            S(CHUNKING),
+            Act(&binary),
+            C(b"MAIL FROM:<sender@example.com> BODY=BINARYMIME\r\nRCPT TO:<a@example.org>\r\n"),
+            S(b"250 ok\r\n250 ok\r\n"),
+            Act(&then_next),
+            C(b"BDAT 5 LAST\r\none\r\n"),
+            S(b"250 2.0.0 queued\r\n"),
+        ],
+    );
+    assert!(refused.get(), "never past a BDAT message");
 }

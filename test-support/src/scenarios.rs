@@ -975,6 +975,116 @@ pub async fn real_smtp_sink<R: Runtime + Default>(messages: usize, stream_size: 
     true
 }
 
+/// `send_all`: six messages over one connection, the next envelope
+/// pipelined after each final `.`; the refused one (third) does not change
+/// the others, and everything arrives once, in order.
+pub async fn send_all_pipelined<R: Runtime + Default>() {
+    let server = SmtpServer::start(SmtpServerConfig {
+        reject_recipients: vec!["nobody@example.com".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let t = builder(
+        R::default(),
+        "127.0.0.1",
+        server.port(),
+        Security::Plaintext,
+    )
+    .pipeline_transactions(true)
+    .build()
+    .unwrap();
+    let batch: Vec<(Envelope, Message)> = (0..6)
+        .map(|i| {
+            let to = if i == 2 {
+                "nobody@example.com"
+            } else {
+                "rcpt@example.com"
+            };
+            let text = format!("Subject: batch {i}\r\n\r\n.body {i}\r\n");
+            (envelope(&[to]), Message::from(text))
+        })
+        .collect();
+    let results = t.send_all(batch).await;
+    assert_eq!(results.len(), 6);
+    for (i, r) in results.iter().enumerate() {
+        if i == 2 {
+            assert!(matches!(r, Err(Error::Rejected(_))), "{i}: {r:?}");
+        } else {
+            assert!(r.as_ref().is_ok_and(|r| r.all_accepted()), "{i}: {r:?}");
+        }
+    }
+    let subjects: Vec<String> = server
+        .messages()
+        .iter()
+        .map(|m| {
+            let data = String::from_utf8(m.data.clone().unwrap()).unwrap();
+            assert!(data.contains("\r\n.body "), "un-stuffed: {data}");
+            data.lines().next().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "Subject: batch 0",
+            "Subject: batch 1",
+            "Subject: batch 3",
+            "Subject: batch 4",
+            "Subject: batch 5"
+        ]
+    );
+    assert_eq!(server.connections(), 1);
+    let stats = t.stats();
+    // Every message after the first (and after the refused one's RSET,
+    // which needs its reply) started before the previous reply.
+    assert!(stats.pipelined_transactions >= 3, "{stats:?}");
+    t.shutdown().await;
+}
+
+/// `send_all` when the server stores each message and drops the connection
+/// before replying: every message is stored exactly once and reported as
+/// unconfirmed; the ones that had not been sent went again on fresh
+/// connections, none twice.
+pub async fn send_all_connection_dies<R: Runtime>(vt: Virtual<R>) {
+    let server = SmtpServer::start(SmtpServerConfig {
+        drop_after_data: true,
+        ..Default::default()
+    })
+    .unwrap();
+    vt.serve_smtp(&server);
+    let t = builder(vt.clone(), "127.0.0.1", server.port(), Security::Plaintext)
+        .build()
+        .unwrap();
+    let batch: Vec<(Envelope, Message)> = (0..3)
+        .map(|i| {
+            let text = format!("Subject: dies {i}\r\n\r\nbody\r\n");
+            (envelope(&["rcpt@example.com"]), Message::from(text))
+        })
+        .collect();
+    let results = t.send_all(batch).await;
+    for (i, r) in results.iter().enumerate() {
+        let e = r.as_ref().unwrap_err();
+        assert!(e.may_have_been_delivered(), "{i}: {e}");
+        assert!(!e.is_transient(), "{i}: never retried blindly");
+    }
+    let mut subjects: Vec<String> = server
+        .messages()
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(m.data.as_ref().unwrap())
+                .lines()
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["Subject: dies 0", "Subject: dies 1", "Subject: dies 2"]
+    );
+    assert_eq!(server.connections(), 3);
+}
+
 /// Defines one `#[test]` per scenario for runtime `$rt`, with `$attr` the
 /// runtime's test attribute (`tokio::test(...)`, `async_std::test`).
 #[macro_export]
@@ -988,6 +1098,7 @@ macro_rules! transport_tests {
             token_endpoint_error,
             https_token_endpoint_and_auth_disabled,
             concurrent_sends_fetch_once,
+            send_all_pipelined,
         );
         $crate::transport_tests!(@virtual #[$attr] $rt;
             token_rejected_then_refreshed_once,
@@ -997,6 +1108,7 @@ macro_rules! transport_tests {
             sessions_end_cleanly,
             unconfirmed_message_is_not_resent,
             custom_rustls_config,
+            send_all_connection_dies,
         );
 
         #[$attr]

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use postern_smtp::{
-    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, SessionEnd, TransactionReport,
+    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, SessionEnd, TransactionId,
+    TransactionReport,
 };
 
 use crate::error::Error;
@@ -42,6 +43,8 @@ pub(crate) struct Target {
     pub(crate) client: ClientConfig,
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) mechanism: Option<Mechanism>,
+    /// Pipelining across transactions in batches (`send_all`).
+    pub(crate) pipeline_transactions: bool,
 }
 
 /// The credentials in use, with the token provider when tokens are fetched.
@@ -78,6 +81,9 @@ pub(crate) struct Connection<R: Runtime> {
     eof: bool,
     /// Messages sent on this connection.
     pub(crate) messages: u32,
+    /// Transactions started before the previous one's reply, not yet
+    /// counted by the pool.
+    pipelined: u64,
     /// When the connection was last returned to the pool.
     pub(crate) idle_since: Instant,
     /// Bounds the end of a connection (QUIT and the close): the QUIT
@@ -129,6 +135,7 @@ impl<R: Runtime> Connection<R> {
             flushed: true,
             eof: false,
             messages: 0,
+            pipelined: 0,
             idle_since: now,
             close_timeout: target.client.timeouts.quit.min(MAX_CLOSE),
         };
@@ -279,6 +286,125 @@ impl<R: Runtime> Connection<R> {
         }
     }
 
+    /// Several transactions on this connection; with `pipeline`, pipelined
+    /// across transactions where the SMTP core allows it (the next envelope
+    /// goes out right after a message's final `.`). `results[i]` is filled for
+    /// every message with an outcome; on a connection failure the messages
+    /// whose end went out without a reply get [`Error::Unconfirmed`], and
+    /// the ones whose end never went out stay `None`: nothing of them was
+    /// delivered, they can be sent again.
+    pub(crate) async fn send_batch(
+        &mut self,
+        envelopes: &[&Envelope],
+        feeds: &mut [Feed<'_>],
+        results: &mut [Option<Result<TransactionReport, Error>>],
+        pipeline: bool,
+    ) -> Result<(), Error> {
+        self.client.set_pipeline_transactions(pipeline);
+        let result = self.send_batch_inner(envelopes, feeds, results).await;
+        self.client.set_pipeline_transactions(false);
+        result
+    }
+
+    async fn send_batch_inner(
+        &mut self,
+        envelopes: &[&Envelope],
+        feeds: &mut [Feed<'_>],
+        results: &mut [Option<Result<TransactionReport, Error>>],
+    ) -> Result<(), Error> {
+        let mut ids: Vec<Option<TransactionId>> = vec![None; envelopes.len()];
+        let mut next = 0;
+        let mut writing: Option<usize> = None;
+        let index = |ids: &[Option<TransactionId>], id: TransactionId| {
+            ids.iter().position(|x| *x == Some(id))
+        };
+        loop {
+            // Start the next message when the core takes it: when idle, or
+            // right after the current body ended (pipelining across
+            // transactions).
+            while next < envelopes.len()
+                && writing.is_none()
+                && (self.client.is_ready() || self.client.can_send_envelope())
+            {
+                if !self.client.is_ready() {
+                    self.pipelined += 1;
+                }
+                match self.client.send_envelope(self.rt.now(), envelopes[next]) {
+                    Ok(id) => ids[next] = Some(id),
+                    Err(e) => results[next] = Some(Err(e.into())),
+                }
+                next += 1;
+            }
+            if next == envelopes.len() && results.iter().all(Option::is_some) {
+                return Ok(());
+            }
+            let mut feed = writing.map(|i| &mut feeds[i]);
+            let step = poll_fn(|cx| self.poll_step(cx, feed.as_deref_mut())).await;
+            match step {
+                Ok(Step::BodyEnded) => writing = None,
+                Ok(Step::Event(Event::BodyWritable { id })) => {
+                    if let Some(i) = index(&ids, id) {
+                        feeds[i].start();
+                        writing = Some(i);
+                    }
+                }
+                Ok(Step::Event(Event::Delivered(report))) => {
+                    if let Some(i) = index(&ids, report.id) {
+                        self.messages += 1;
+                        results[i] = Some(Ok(report));
+                    }
+                }
+                Ok(Step::Event(Event::TransactionFailed(report))) => {
+                    if let Some(i) = index(&ids, report.id) {
+                        results[i] = Some(Err(Error::Rejected(Box::new(report))));
+                    }
+                }
+                Ok(Step::Event(event)) => {
+                    if let Err(e) = self.unexpected(event) {
+                        return Err(self.fail_batch(e, &ids, results));
+                    }
+                }
+                Err(e) => return Err(self.fail_batch(e, &ids, results)),
+            }
+        }
+    }
+
+    /// The pipelined-transaction count since the last call.
+    pub(crate) fn take_pipelined(&mut self) -> u64 {
+        std::mem::take(&mut self.pipelined)
+    }
+
+    /// The connection failed during a batch: the messages whose end went out
+    /// without a reply may have been delivered. The first gets the cause;
+    /// any other (at most one more) a copy of its text. Returns the cause
+    /// when no message took it.
+    fn fail_batch(
+        &self,
+        error: Error,
+        ids: &[Option<TransactionId>],
+        results: &mut [Option<Result<TransactionReport, Error>>],
+    ) -> Error {
+        let mut cause = Some(error);
+        let mut text = String::new();
+        for id in self.client.unconfirmed_transactions() {
+            let Some(i) = ids.iter().position(|x| *x == Some(id)) else {
+                continue;
+            };
+            let inner = match cause.take() {
+                Some(e) => {
+                    text = e.to_string();
+                    e
+                }
+                None => Error::Io(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    text.clone(),
+                )),
+            };
+            results[i] = Some(Err(Error::Unconfirmed(Box::new(inner))));
+        }
+        cause.unwrap_or_else(|| Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, text)))
+    }
+
     /// NOOP: is an idle connection still alive?
     pub(crate) async fn noop(&mut self) -> Result<(), Error> {
         self.client.noop(self.rt.now())?;
@@ -326,7 +452,19 @@ impl<R: Runtime> Connection<R> {
             tracing::debug!("closing the connection timed out");
         }
     }
+}
 
+/// What one drive of the connection produced. Returned by value, never
+/// stored: boxing the event would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Step {
+    /// An event of the SMTP client.
+    Event(Event),
+    /// The message body was ended: the next transaction may start.
+    BodyEnded,
+}
+
+impl<R: Runtime> Connection<R> {
     /// `true` when the connection can take another transaction.
     pub(crate) fn is_ready(&self) -> bool {
         self.client.is_ready()
@@ -351,14 +489,19 @@ impl<R: Runtime> Connection<R> {
     /// Drives the client until its next event: writes what it has, feeds the
     /// message body, reads the socket, fires its timer.
     async fn next_event(&mut self, mut feed: Option<&mut Feed<'_>>) -> Result<Event, Error> {
-        poll_fn(|cx| self.poll_event(cx, feed.as_deref_mut())).await
+        loop {
+            match poll_fn(|cx| self.poll_step(cx, feed.as_deref_mut())).await? {
+                Step::Event(event) => return Ok(event),
+                Step::BodyEnded => {}
+            }
+        }
     }
 
-    fn poll_event(
+    fn poll_step(
         &mut self,
         cx: &mut Context<'_>,
         mut feed: Option<&mut Feed<'_>>,
-    ) -> Poll<Result<Event, Error>> {
+    ) -> Poll<Result<Step, Error>> {
         for _ in 0..BUDGET {
             let mut progress = false;
             // 1. Transmit.
@@ -385,7 +528,7 @@ impl<R: Runtime> Connection<R> {
             }
             // 2. Events.
             if let Some(event) = self.client.poll_event() {
-                return Poll::Ready(Ok(event));
+                return Poll::Ready(Ok(Step::Event(event)));
             }
             // 3. The message body, while the client takes it.
             if let Some(f) = feed.as_deref_mut() {
@@ -394,6 +537,9 @@ impl<R: Runtime> Connection<R> {
                     Ok(Fed::Idle) => {}
                     Err(FeedError::Source(e)) => return Poll::Ready(Err(Error::Message(e))),
                     Err(FeedError::Client(e)) => return Poll::Ready(Err(e.into())),
+                }
+                if f.take_ended() {
+                    return Poll::Ready(Ok(Step::BodyEnded));
                 }
             }
             // 4. Input.

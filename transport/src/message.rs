@@ -205,6 +205,8 @@ pub(crate) struct Feed<'m> {
     consumed: u64,
     /// Set by `BodyWritable`; cleared after `finish_body`.
     active: bool,
+    /// `finish_body` was called and not yet reported by [`Feed::take_ended`].
+    ended: bool,
 }
 
 /// What one call of [`Feed::poll_feed`] did.
@@ -235,7 +237,20 @@ impl<'m> Feed<'m> {
             eof,
             consumed: 0,
             active: false,
+            ended: false,
         }
+    }
+
+    /// `true` when nothing was taken from the message yet.
+    pub(crate) fn untouched(&self) -> bool {
+        self.consumed == 0
+    }
+
+    /// `true` once after the body was ended (the final `.` or `BDAT LAST`
+    /// handed to the client): the moment a batch may start the next
+    /// transaction.
+    pub(crate) fn take_ended(&mut self) -> bool {
+        std::mem::take(&mut self.ended)
     }
 
     /// The client asked for the body ([`postern_smtp::Event::BodyWritable`]):
@@ -298,6 +313,7 @@ impl<'m> Feed<'m> {
             if self.eof {
                 client.finish_body(now).map_err(FeedError::Client)?;
                 self.active = false;
+                self.ended = true;
                 progressed = true;
                 break;
             }

@@ -48,6 +48,7 @@ pub(crate) struct Pool<R: Runtime> {
     shut: AtomicBool,
     opened: AtomicU64,
     reused: AtomicU64,
+    pipelined: AtomicU64,
 }
 
 impl<R: Runtime> Pool<R> {
@@ -59,6 +60,7 @@ impl<R: Runtime> Pool<R> {
             shut: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
         }
     }
 
@@ -77,11 +79,26 @@ impl<R: Runtime> Pool<R> {
         self.opened.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// (opened, reused, idle now).
-    pub(crate) fn counters(&self) -> (u64, u64, usize) {
+    /// How many more messages `conn` may carry before it is retired.
+    pub(crate) fn allowance(&self, conn: &Connection<R>) -> usize {
+        let left = self
+            .config
+            .max_messages_per_connection
+            .saturating_sub(conn.messages);
+        usize::try_from(left).unwrap_or(usize::MAX).max(1)
+    }
+
+    /// Counts transactions started before the previous one's reply.
+    pub(crate) fn count_pipelined(&self, n: u64) {
+        self.pipelined.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (opened, reused, pipelined, idle now).
+    pub(crate) fn counters(&self) -> (u64, u64, u64, usize) {
         (
             self.opened.load(Ordering::Relaxed),
             self.reused.load(Ordering::Relaxed),
+            self.pipelined.load(Ordering::Relaxed),
             lock(&self.idle).len(),
         )
     }
