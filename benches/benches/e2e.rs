@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use postern_benches::workloads::{self, lettre, mail_send, message, postern, runtime};
+use postern_benches::workloads::{
+    self, lettre, mail_send, message, postern, postern_pipelined, runtime,
+};
 use postern_test_support::{Generated, Pki, ServerTls, SmtpServer, SmtpServerConfig, SmtpSink};
 use postern_tokio::{Envelope, Mailbox, Message, Security, TlsOptions, Transport};
 
@@ -110,6 +112,21 @@ fn loopback(c: &mut Criterion) {
                 start.elapsed()
             })
         });
+        let bp = Arc::clone(&body);
+        group.bench_function(BenchmarkId::new("postern-tokio+pipelined", sessions), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    rt.block_on(postern_pipelined(
+                        port,
+                        sessions,
+                        PER_SESSION,
+                        Arc::clone(&bp),
+                    ));
+                }
+                start.elapsed()
+            })
+        });
         let b2 = Arc::clone(&body);
         group.bench_function(BenchmarkId::new("lettre-0.11", sessions), |b| {
             b.iter_custom(|iters| {
@@ -185,7 +202,10 @@ fn cpu_per_message(port: u16) {
                 })
                 .collect(),
         );
-        let mut contenders = vec![("postern-tokio", "postern", None)];
+        let mut contenders = vec![
+            ("postern-tokio", "postern", None),
+            ("postern-tokio+pipelined", "postern-pipelined", None),
+        ];
         if let Some(shim) = &shim {
             contenders.push(("lettre-0.11+nodelay", "lettre", Some(shim.as_str())));
             contenders.push(("mail-send-0.7+nodelay", "mail-send", Some(shim.as_str())));

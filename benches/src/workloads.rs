@@ -71,6 +71,46 @@ pub async fn postern(port: u16, sessions: usize, per_session: usize, body: Arc<[
     t.shutdown().await;
 }
 
+/// postern-tokio with `Transport::send_all`: each session sends its
+/// messages as one batch over one connection, pipelined across
+/// transactions (the next envelope right after each final `.`).
+///
+/// # Panics
+/// When a send fails.
+pub async fn postern_pipelined(port: u16, sessions: usize, per_session: usize, body: Arc<[u8]>) {
+    let t = Transport::builder("127.0.0.1")
+        .port(port)
+        .security(Security::Plaintext)
+        .pipeline_transactions(true)
+        .pool(
+            PoolConfig::default()
+                .max_connections(sessions)
+                .max_messages_per_connection(u32::MAX),
+        )
+        .build()
+        .expect("transport");
+    let envelope = Envelope::new(
+        Mailbox::parse("a@example.com").expect("valid"),
+        [Mailbox::parse("b@example.com").expect("valid")],
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..sessions {
+        let t = t.clone();
+        let batch: Vec<(Envelope, Message)> = (0..per_session)
+            .map(|_| (envelope.clone(), Message::bytes(Arc::clone(&body))))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for result in t.send_all(batch).await {
+                result.expect("sent");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    t.shutdown().await;
+}
+
 /// lettre's tokio transport with a pool of `sessions` connections.
 ///
 /// # Panics
