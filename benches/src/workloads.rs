@@ -33,14 +33,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// postern-tokio: one transport, a pool of `sessions` connections.
-///
-/// # Panics
-/// When a send fails (the benchmark is then void).
-pub async fn postern(port: u16, sessions: usize, per_session: usize, body: Arc<[u8]>) {
+/// A postern transport with a pool of `sessions` connections, and the
+/// envelope every contender uses.
+fn transport(port: u16, sessions: usize, pipelined: bool) -> (Transport, Envelope) {
     let t = Transport::builder("127.0.0.1")
         .port(port)
         .security(Security::Plaintext)
+        .pipeline_transactions(pipelined)
         .pool(
             PoolConfig::default()
                 .max_connections(sessions)
@@ -52,6 +51,15 @@ pub async fn postern(port: u16, sessions: usize, per_session: usize, body: Arc<[
         Mailbox::parse("a@example.com").expect("valid"),
         [Mailbox::parse("b@example.com").expect("valid")],
     );
+    (t, envelope)
+}
+
+/// postern-tokio: one transport, a pool of `sessions` connections.
+///
+/// # Panics
+/// When a send fails (the benchmark is then void).
+pub async fn postern(port: u16, sessions: usize, per_session: usize, body: Arc<[u8]>) {
+    let (t, envelope) = transport(port, sessions, false);
     let mut tasks = Vec::new();
     for _ in 0..sessions {
         let t = t.clone();
@@ -78,21 +86,7 @@ pub async fn postern(port: u16, sessions: usize, per_session: usize, body: Arc<[
 /// # Panics
 /// When a send fails.
 pub async fn postern_pipelined(port: u16, sessions: usize, per_session: usize, body: Arc<[u8]>) {
-    let t = Transport::builder("127.0.0.1")
-        .port(port)
-        .security(Security::Plaintext)
-        .pipeline_transactions(true)
-        .pool(
-            PoolConfig::default()
-                .max_connections(sessions)
-                .max_messages_per_connection(u32::MAX),
-        )
-        .build()
-        .expect("transport");
-    let envelope = Envelope::new(
-        Mailbox::parse("a@example.com").expect("valid"),
-        [Mailbox::parse("b@example.com").expect("valid")],
-    );
+    let (t, envelope) = transport(port, sessions, true);
     let mut tasks = Vec::new();
     for _ in 0..sessions {
         let t = t.clone();
