@@ -467,10 +467,14 @@ impl<R: Runtime> Transport<R> {
                         alone.push((i, envelope, message));
                     }
                     None => {
+                        let cause = outcome.as_ref().err().map(ToString::to_string);
                         results[i] = Some(Err(Error::Message(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,
-                            "the connection failed while this streamed message was being \
-                             sent; it was not delivered and cannot be read again",
+                            format!(
+                                "the batch failed while this streamed message was being sent \
+                                 ({}); it was not delivered and cannot be read again",
+                                cause.unwrap_or_default()
+                            ),
                         ))));
                     }
                 }
