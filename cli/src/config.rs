@@ -195,6 +195,17 @@ pub(crate) struct Settings {
     /// Reply-To address, in messages postern builds.
     #[arg(long, env = "POSTERN_REPLY_TO")]
     pub(crate) reply_to: Option<String>,
+    /// DKIM: sign every message with this private key (PEM; RSA, or
+    /// Ed25519 from `openssl genpkey -algorithm ed25519`).
+    #[arg(long, value_name = "PEM", env = "POSTERN_DKIM_KEY")]
+    pub(crate) dkim_key: Option<PathBuf>,
+    /// DKIM selector (`s=`), required with --dkim-key: the key is published
+    /// at SELECTOR._domainkey.DOMAIN.
+    #[arg(long, env = "POSTERN_DKIM_SELECTOR")]
+    pub(crate) dkim_selector: Option<String>,
+    /// DKIM signing domain (`d=`) [default: the domain of --from].
+    #[arg(long, env = "POSTERN_DKIM_DOMAIN")]
+    pub(crate) dkim_domain: Option<String>,
     /// DANGEROUS: send credentials without TLS. Accepted only for a
     /// loopback address (a local submission proxy).
     #[arg(long, env = "POSTERN_DANGEROUS_ALLOW_CREDENTIALS_WITHOUT_TLS")]

@@ -94,7 +94,24 @@ pub(crate) async fn run(args: SendArgs) -> Result<(), Failure> {
             if path.as_os_str() != "-" {
                 envelope.declare(scan_file(path)?);
             }
-            (envelope, raw_message(path).await?)
+            let mut message = raw_message(path).await?;
+            if let Some(key) = &s.dkim_key {
+                if path.as_os_str() == "-" {
+                    return Err(usage(
+                        "--dkim-key cannot sign standard input, which is read once: give the message as a file",
+                    ));
+                }
+                // Two passes: the signature from a first read of the file,
+                // then the file again behind it.
+                let dkim = setup::dkim(&s, key)?;
+                let file = std::fs::File::open(path)
+                    .map_err(|e| usage(format!("cannot open {}: {e}", path.display())))?;
+                let header = dkim
+                    .sign_read(file)
+                    .map_err(|e| usage(format!("--dkim-key: {e}")))?;
+                message = message.prepend(header);
+            }
+            (envelope, message)
         }
         None => {
             let text = match (&args.body, &args.body_file) {

@@ -198,6 +198,25 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// The transport for `s`.
+/// The DKIM signer of `--dkim-key`: the selector is required, the domain
+/// defaults to the domain of `--from` (or `--user`).
+pub(crate) fn dkim(s: &Settings, key: &Path) -> Result<postern_tokio::Dkim, Failure> {
+    let selector = s
+        .dkim_selector
+        .as_deref()
+        .ok_or_else(|| usage("--dkim-selector is required with --dkim-key"))?;
+    let domain = match (&s.dkim_domain, s.from.as_ref().or(s.user.as_ref())) {
+        (Some(d), _) => d.clone(),
+        (None, Some(from)) => from
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('>').to_owned())
+            .ok_or_else(|| usage("--dkim-domain is required: --from has no domain"))?,
+        (None, None) => return Err(usage("--dkim-domain or --from is required with --dkim-key")),
+    };
+    postern_tokio::Dkim::from_pem_file(domain, selector, key)
+        .map_err(|e| usage(format!("--dkim-key: {e}")))
+}
+
 pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
     transport_with(s, None)
 }
@@ -253,6 +272,9 @@ pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Tr
             "warning: credentials may be sent without TLS (--dangerous-allow-credentials-without-tls)"
         );
         b = b.dangerous_allow_credentials_without_tls(true);
+    }
+    if let Some(key) = &s.dkim_key {
+        b = b.dkim(dkim(s, key)?);
     }
     if mode == AuthMode::None {
         return Ok(b.build()?);

@@ -208,6 +208,80 @@ fn send_with_password_over_starttls_json() {
     assert_eq!(got.user.as_deref(), Some("alice"));
 }
 
+/// `--dkim-key`: every message is signed with the key, for the From
+/// domain; the selector is required.
+#[test]
+fn send_signs_with_dkim() {
+    let p = peers("dkim", None, &[]);
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../adapter-tokio/tests/data/test-only-dkim-ed25519.pem"
+    );
+    let o = p.send_password(
+        "alice-pw",
+        &[
+            "--to",
+            "rcpt@example.com",
+            "--subject",
+            "signed",
+            "--dkim-key",
+            key,
+            "--dkim-selector",
+            "cli2026",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let data = text(p.smtp.messages()[0].data.as_deref().unwrap());
+    assert!(
+        data.starts_with("DKIM-Signature: v=1; a=ed25519-sha256;"),
+        "{data}"
+    );
+    assert!(
+        data.contains(" s=cli2026;") && data.contains(" d=example.com;"),
+        "{data}"
+    );
+
+    // A raw file: signed in a first pass, streamed in the second.
+    let raw = p.dir.join("raw.eml");
+    std::fs::write(
+        &raw,
+        "From: sender@example.com\nSubject: raw\n\n.dot line\n",
+    )
+    .unwrap();
+    let o = p.send_password(
+        "alice-pw",
+        &[
+            "--to",
+            "rcpt@example.com",
+            "--raw-file",
+            raw.to_str().unwrap(),
+            "--dkim-key",
+            key,
+            "--dkim-selector",
+            "cli2026",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    let data = text(p.smtp.messages()[1].data.as_deref().unwrap());
+    assert!(
+        data.starts_with("DKIM-Signature: v=1; a=ed25519-sha256;"),
+        "{data}"
+    );
+    assert!(
+        data.ends_with("Subject: raw\r\n\r\n.dot line\r\n"),
+        "{data}"
+    );
+
+    let o = p.send_password("alice-pw", &["--to", "rcpt@example.com", "--dkim-key", key]);
+    assert_eq!(code(&o), 2, "a usage error");
+    assert!(
+        text(&o.stderr).contains("--dkim-selector"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(p.smtp.messages().len(), 2, "nothing sent");
+}
+
 #[test]
 fn send_with_token_and_with_oauth2() {
     let p = peers("token", None, &[]);
