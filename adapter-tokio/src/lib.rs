@@ -132,18 +132,8 @@ use std::time::Instant;
 use rustls::pki_types::ServerName;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-// The public surface, named one by one. The runtime plumbing (the
-// `Runtime` trait, the HTTP helpers) stays in `postern_transport`.
-/// The sans-IO OAuth2 core: token requests and responses, PKCE, device
-/// flow, the token cache, diagnoses.
-pub use postern_transport::oauth;
-/// rustls, the one public dependency: for [`TlsOptions::from_rustls_config`]
-/// and the certificate errors inside [`Error::Tls`]. Its version is
-/// postern's; a major rustls upgrade is a major postern release.
-pub use postern_transport::rustls;
-/// The sans-IO SMTP core: the client machine, the reply parser, the EHLO
-/// model, SASL, the body encoder, diagnoses.
-pub use postern_transport::smtp;
+// The public surface, written once in postern-transport.
+postern_transport::public_surface!();
 pub use postern_transport::{
     Assertion, Auth, CacheConfig, ClientCredential, Endpoint, MicrosoftCloud, OAuth2, Proxy,
     Secret, TokenGrant, TokenResponse,

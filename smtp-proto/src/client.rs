@@ -468,7 +468,7 @@ impl Client {
         now: Instant,
         envelope: &Envelope,
     ) -> Result<TransactionId, CommandError> {
-        let overtaking = self.can_overtake();
+        let overtaking = self.can_send_envelope();
         let caps = if overtaking {
             self.caps.as_ref().ok_or(CommandError::NotReady {
                 state: "not set up",
@@ -756,18 +756,12 @@ impl Client {
     }
 
     /// `true` when [`Client::send_envelope`] would start a transaction now,
-    /// before the current message's final reply
-    /// ([`ClientConfig::pipeline_transactions`]); an idle machine is
-    /// [`Client::is_ready`].
+    /// before the current message's final reply: pipelining across
+    /// transactions is on ([`ClientConfig::pipeline_transactions`]), offered,
+    /// and the current message ended with `.` (not BDAT). An idle machine is
+    /// [`Client::is_ready`] instead.
     #[must_use]
     pub fn can_send_envelope(&self) -> bool {
-        self.can_overtake()
-    }
-
-    /// `true` when [`Client::send_envelope`] may start a transaction before
-    /// the current one's final reply: pipelining across transactions is on,
-    /// offered, and the current message ended with `.` (not BDAT).
-    fn can_overtake(&self) -> bool {
         let offered = self.caps.as_ref().is_some_and(|c| c.pipelining);
         self.error.is_none()
             && self.config.pipeline_transactions

@@ -95,3 +95,24 @@ pub use postern_smtp::{
 };
 /// rustls, for callers that build their own configuration.
 pub use rustls;
+
+/// The public surface of a runtime crate (`postern-tokio`,
+/// `postern-async-std`), named one by one: written once here, expanded at
+/// each crate's root. The runtime plumbing (the `Runtime` trait, the HTTP
+/// helpers) stays in this crate.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! public_surface {
+    () => {
+        /// The sans-IO OAuth2 core: token requests and responses, PKCE, device
+        /// flow, the token cache, diagnoses.
+        pub use $crate::oauth;
+        /// rustls, the one public dependency: for [`TlsOptions::from_rustls_config`]
+        /// and the certificate errors inside [`Error::Tls`]. Its version is
+        /// postern's; a major rustls upgrade is a major postern release.
+        pub use $crate::rustls;
+        /// The sans-IO SMTP core: the client machine, the reply parser, the EHLO
+        /// model, SASL, the body encoder, diagnoses.
+        pub use $crate::smtp;
+    };
+}
