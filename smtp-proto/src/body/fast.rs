@@ -3,7 +3,27 @@
 //! and dot-led lines are stuffed from the same masks. Anything else is left
 //! to the byte path (`bytes.rs`).
 
-use wide::u8x16;
+/// The vector the block path works in: 64 lanes where the build targets
+/// AVX-512BW (`-C target-cpu=x86-64-v4`), 32 where it targets AVX2
+/// (`x86-64-v3`), 16 otherwise (SSE2, NEON). `wide` picks the instructions at
+/// compile time; choosing at run time would need `unsafe` (calling a
+/// `#[target_feature]` function), which this crate forbids.
+#[cfg(target_feature = "avx512bw")]
+type Lanes = wide::u8x64;
+#[cfg(all(target_feature = "avx2", not(target_feature = "avx512bw")))]
+type Lanes = wide::u8x32;
+#[cfg(not(target_feature = "avx2"))]
+type Lanes = wide::u8x16;
+/// The width of [`Lanes`].
+const WIDTH: usize = if cfg!(target_feature = "avx512bw") {
+    64
+} else if cfg!(target_feature = "avx2") {
+    32
+} else {
+    16
+};
+/// Vectors per block.
+const PARTS: usize = FAST_BLOCK / WIDTH;
 
 use super::{BodyEncoder, MAX_LINE_LEN};
 
@@ -129,10 +149,10 @@ impl BodyEncoder {
         run: &mut usize,
     ) -> usize {
         let stuffing = STUFFING;
-        let cr_v = u8x16::splat(b'\r');
-        let lf_v = u8x16::splat(b'\n');
-        let dot_v = u8x16::splat(b'.');
-        let zero = u8x16::splat(0);
+        let cr_v = Lanes::splat(b'\r');
+        let lf_v = Lanes::splat(b'\n');
+        let dot_v = Lanes::splat(b'.');
+        let zero = Lanes::splat(0);
         let mut seen_v = zero;
         // A dot-led line starting at the first block is left to the byte
         // path; later ones are found from the block before (bit 63 below).
@@ -146,10 +166,10 @@ impl BodyEncoder {
             ) else {
                 break;
             };
-            let (here, _) = here.as_chunks::<16>();
-            let (next, _) = next.as_chunks::<16>();
+            let (here, _) = here.as_chunks::<WIDTH>();
+            let (next, _) = next.as_chunks::<WIDTH>();
             let part = |k: usize| {
-                let (h, n) = (u8x16::new(here[k]), u8x16::new(next[k]));
+                let (h, n) = (Lanes::new(here[k]), Lanes::new(next[k]));
                 let is_lf = h.simd_eq(lf_v);
                 // A CR without LF after it, an LF after a non-CR (seen from the
                 // byte before it), a NUL.
@@ -162,13 +182,16 @@ impl BodyEncoder {
                 };
                 (u64::from(is_lf.to_bitmask()), bad, h, dots)
             };
-            let (l0, b0, h0, d0) = part(0);
-            let (l1, b1, h1, d1) = part(1);
-            let (l2, b2, h2, d2) = part(2);
-            let (l3, b3, h3, d3) = part(3);
-            let lf = l0 | l1 << 16 | l2 << 32 | l3 << 48;
-            let bad = (b0 | b1) | (b2 | b3);
-            let or = (h0 | h1) | (h2 | h3);
+            let (mut lf, mut bad, mut or, mut dv) = (0u64, zero, zero, zero);
+            let mut each_dots = [zero; PARTS];
+            for (k, d_k) in each_dots.iter_mut().enumerate() {
+                let (l, b, h, d) = part(k);
+                lf |= l << (k * WIDTH);
+                bad |= b;
+                or |= h;
+                dv |= d;
+                *d_k = d;
+            }
             // The block's first byte is checked against the state: an LF there
             // lost its CR. 8-bit bytes are looked at per block only when they
             // are refused.
@@ -177,14 +200,14 @@ impl BodyEncoder {
             let refused_high = reject_high && or.to_bitmask() != 0;
             // Dot-led lines are rare: one combined test for them and for a
             // refusal, their positions only when there is one.
-            let dv = (d0 | d1) | (d2 | d3);
             let mut dots = 0;
             if ((bad | dv).to_bitmask() != 0) | (first == b'\n') | split | refused_high {
                 if (bad.to_bitmask() != 0) | (first == b'\n') | split | refused_high {
                     break;
                 }
-                let m = |d: u8x16| u64::from(d.to_bitmask());
-                dots = m(d0) | m(d1) << 16 | m(d2) << 32 | m(d3) << 48;
+                for (k, d) in each_dots.iter().enumerate() {
+                    dots |= u64::from(d.to_bitmask()) << (k * WIDTH);
+                }
             }
             let mut len = self.line_len;
             let mut longest = self.stats.longest_line;
