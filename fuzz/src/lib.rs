@@ -621,3 +621,131 @@ pub fn jsobject(data: &[u8]) {
         }
     }
 }
+
+/// One step of [`server`].
+#[derive(Arbitrary, Debug)]
+pub enum ServerOp {
+    /// Bytes from the client.
+    Input(Vec<u8>),
+    /// The client closed the connection.
+    Eof,
+    /// Time passes (milliseconds).
+    Advance(u16),
+    /// Time jumps past the current deadline, and the timer fires.
+    Timeout,
+    /// The TLS handshake the server asked for finished.
+    TlsEstablished,
+    /// The application answers the open question: accept (0), a transient
+    /// refusal (1), a permanent one (2), a reply of the wrong class (3).
+    Answer(u8),
+    /// The socket took only this many pending bytes.
+    Write(u16),
+}
+
+/// Input of [`server`].
+#[derive(Arbitrary, Debug)]
+pub struct ServerInput {
+    security: u8,
+    plaintext_auth: bool,
+    ops: Vec<ServerOp>,
+}
+
+const SERVER_INPUT_BOUND: usize = 8 * 1024;
+
+/// The whole SMTP server driven by a hostile client and an arbitrary
+/// application: no panic, timers move forward, errors are sticky, nothing
+/// is transmitted after the session ended except what was queued with its
+/// end, held input and body chunks stay within their bounds, and the
+/// client's password never appears in a `Debug` of an event.
+pub fn server(input: ServerInput) {
+    use postern_smtp::{Reply, Server, ServerConfig, ServerEvent, ServerSecurity};
+    let start = Instant::now();
+    let mut now = start;
+    let config = ServerConfig::default()
+        .security(match input.security % 3 {
+            0 => ServerSecurity::Plaintext,
+            1 => ServerSecurity::StartTls,
+            _ => ServerSecurity::ImplicitTls,
+        })
+        .plaintext_auth(input.plaintext_auth)
+        .max_buffered_input(SERVER_INPUT_BOUND)
+        .max_command_line(512)
+        .max_body_chunk(1024)
+        .max_message_size(Some(4096));
+    let mut s = Server::new(config, now);
+    let mut sticky: Option<String> = None;
+    let mut closed = false;
+    for op in input.ops {
+        match op {
+            ServerOp::Input(b) => {
+                let result = s.handle_input(now, &b);
+                if let (Some(before), Err(e)) = (&sticky, &result) {
+                    assert_eq!(before, &format!("{e:?}"), "error changed");
+                }
+            }
+            ServerOp::Eof => drop(s.handle_eof(now)),
+            ServerOp::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
+            ServerOp::Timeout => {
+                if let Some(at) = s.poll_timeout() {
+                    now = now.max(at);
+                }
+                drop(s.handle_timeout(now));
+                if let Some(next) = s.poll_timeout() {
+                    assert!(next > now, "timer due again at once");
+                }
+            }
+            ServerOp::TlsEstablished => drop(s.handle_tls_established(now)),
+            ServerOp::Answer(kind) => {
+                let reply = match (kind % 4, s.pending()) {
+                    (0, _) => {
+                        drop(s.accept(now));
+                        None
+                    }
+                    (1, _) => Reply::new(451, &["4.3.0 try later"]),
+                    (2, _) => Reply::new(550, &["5.7.1 no"]),
+                    _ => Reply::new(221, &["2.0.0 wrong"]),
+                };
+                if let Some(reply) = reply {
+                    let before = s.pending();
+                    if s.answer(now, reply).is_err() {
+                        assert_eq!(before, s.pending(), "a refused answer changed the question");
+                    }
+                }
+            }
+            ServerOp::Write(n) => {
+                if s.poll_transmit().is_some() {
+                    s.advance_transmit(usize::from(n));
+                }
+            }
+        }
+        while let Some(event) = s.poll_event() {
+            match event {
+                ServerEvent::Authenticate(request) => {
+                    let password = request.password.expose();
+                    let shown = format!("{request:?}");
+                    let elsewhere = request.username.contains(password)
+                        || request.authzid.as_deref().is_some_and(|a| a.contains(password))
+                        || "AuthRequest mechanism Plain Login authzid username password redacted Some None"
+                            .contains(password);
+                    if !elsewhere {
+                        assert!(!shown.contains(password), "password in {shown}");
+                    }
+                }
+                ServerEvent::BodyChunk(chunk) => assert!(chunk.len() <= 1024),
+                ServerEvent::Closed { error } => {
+                    assert!(!closed, "closed twice");
+                    closed = true;
+                    if let Some(e) = error {
+                        sticky.get_or_insert(format!("{e:?}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(closed, s.is_closed());
+        if closed {
+            assert!(s.poll_timeout().is_none());
+            assert!(!s.wants_input());
+        }
+    }
+}

@@ -133,6 +133,7 @@ mod event;
 pub mod reply;
 pub mod sasl;
 mod security;
+pub mod server;
 pub mod timer;
 
 pub use address::{
@@ -152,4 +153,8 @@ pub use postern_common::{Diagnosis, Stage};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyLimits, ReplyParser};
 pub use sasl::{Credentials, Mechanism, SaslError, Secret, ServerIdentity};
 pub use security::{Security, UnknownSecurity};
+pub use server::{
+    AuthRequest, MailRequest, Question, Server, ServerConfig, ServerError, ServerEvent,
+    ServerMisuse, ServerSecurity, ServerTimeouts,
+};
 pub use timer::{Phase, Timeouts};

@@ -319,6 +319,25 @@ impl Reply {
         self.text.as_slice()
     }
 
+    /// The reply with its text made safe to pass on to another SMTP client
+    /// (a relay answering its own client with what upstream said): bytes
+    /// outside printable ASCII removed, and each line cut to 400 bytes. Code
+    /// and enhanced code are kept.
+    #[must_use]
+    pub fn relayable(&self) -> Reply {
+        let lines: Vec<Vec<u8>> = self
+            .lines()
+            .map(|line| {
+                line.iter()
+                    .copied()
+                    .filter(|b| (0x20..0x7f).contains(b))
+                    .take(400)
+                    .collect()
+            })
+            .collect();
+        Reply::new(self.code, &lines).unwrap_or_else(|| self.clone())
+    }
+
     /// Encodes the reply as CRLF-terminated wire lines (`250-a\r\n250 b\r\n`).
     pub fn write_wire(&self, out: &mut Vec<u8>) {
         let mut lines = self.lines().peekable();
