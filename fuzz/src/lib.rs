@@ -277,6 +277,12 @@ pub enum Op {
     Quit,
     /// The socket took only this many pending bytes.
     Write(u16),
+    /// A stepwise transaction with 0 to 2 recipients up front.
+    Open(u8),
+    /// Another recipient for the stepwise transaction.
+    AddRecipient(u8),
+    /// Close (`false`) or abandon (`true`) the stepwise envelope.
+    EndEnvelope(bool),
 }
 
 /// Input of [`client`].
@@ -351,6 +357,25 @@ pub fn client(input: ClientInput) {
                     .map(|i| Mailbox::parse(&format!("r{i}@example.com")).expect("valid"));
                 drop(c.send_envelope(now, &Envelope::new(from.clone(), rcpts)));
             }
+            Op::Open(n) => {
+                let mut envelope = Envelope::new(
+                    from.clone(),
+                    [Mailbox::parse("r@example.com").expect("valid")],
+                );
+                envelope.recipients.truncate(usize::from(n % 3).min(1));
+                if n % 3 == 2 {
+                    envelope
+                        .recipients
+                        .push(Mailbox::parse("s@example.com").expect("valid").into());
+                }
+                drop(c.open_transaction(now, &envelope));
+            }
+            Op::AddRecipient(i) => {
+                let to = Mailbox::parse(&format!("a{i}@example.com")).expect("valid");
+                drop(c.add_recipient(now, to.into()));
+            }
+            Op::EndEnvelope(true) => drop(c.abandon_envelope(now)),
+            Op::EndEnvelope(false) => drop(c.close_envelope(now)),
             Op::Body(b) => drop(c.write_body(now, &b)),
             Op::Finish => drop(c.finish_body(now)),
             Op::Rset => drop(c.rset(now)),

@@ -158,6 +158,18 @@ struct Txn {
     /// piece can go as `BDAT n LAST` (one chunk for a message written in one
     /// piece). At most one `write_body` call's worth.
     held: Vec<u8>,
+    /// Opened with [`Client::open_transaction`] and not yet closed: more
+    /// recipients may come, and the body waits for
+    /// [`Client::close_envelope`].
+    open: bool,
+    /// [`Client::abandon_envelope`] was called: RSET once the outstanding
+    /// replies are in.
+    abandoned: bool,
+    /// MAIL carried SMTPUTF8.
+    smtputf8: bool,
+    /// Started with [`Client::open_transaction`]: MAIL and RCPT replies are
+    /// reported one by one.
+    stepwise: bool,
 }
 
 #[derive(Debug)]
@@ -200,6 +212,18 @@ impl State {
 }
 
 /// The transaction of `state` when it takes body data.
+/// The transaction of [`Client::open_transaction`], while it is open.
+fn open_txn(state: &mut State) -> Result<&mut Txn, CommandError> {
+    let name = state.name();
+    match state {
+        State::Txn(txn) if txn.open && txn.stage == Stage::Envelope => Ok(txn),
+        State::Txn(_) => Err(CommandError::NotReady {
+            state: "the transaction's envelope is not open",
+        }),
+        _ => Err(CommandError::NotReady { state: name }),
+    }
+}
+
 fn body_txn(state: &mut State) -> Result<&mut Txn, CommandError> {
     let name = state.name();
     match state {
@@ -468,7 +492,99 @@ impl Client {
         now: Instant,
         envelope: &Envelope,
     ) -> Result<TransactionId, CommandError> {
-        let overtaking = self.can_send_envelope();
+        self.start_transaction(now, envelope, false)
+    }
+
+    /// Starts a transaction whose recipients come one at a time, for a relay
+    /// that passes each of its own client's commands on as it arrives.
+    /// MAIL goes out with the recipients `envelope` already has (none is
+    /// fine); [`Client::add_recipient`] sends more. Each MAIL and RCPT reply
+    /// is reported as [`Event::EnvelopeReply`]. Nothing is sent for the body
+    /// until [`Client::close_envelope`] (then DATA, or BDAT as usual), and
+    /// [`Client::abandon_envelope`] ends the transaction with RSET instead.
+    ///
+    /// `envelope.smtputf8` must be set at MAIL time when a later recipient
+    /// may need it. Taken only when the client [`is_ready`](Client::is_ready).
+    pub fn open_transaction(
+        &mut self,
+        now: Instant,
+        envelope: &Envelope,
+    ) -> Result<TransactionId, CommandError> {
+        self.ready_caps()?;
+        self.start_transaction(now, envelope, true)
+    }
+
+    /// Adds a recipient to an open transaction ([`Client::open_transaction`])
+    /// and returns its index in the report. With PIPELINING its RCPT goes
+    /// out at once; otherwise after the replies already awaited.
+    pub fn add_recipient(
+        &mut self,
+        _now: Instant,
+        recipient: crate::command::Recipient,
+    ) -> Result<usize, CommandError> {
+        self.check_command()?;
+        let dsn = self.caps.as_ref().is_some_and(|c| c.dsn);
+        let txn = open_txn(&mut self.state)?;
+        if recipient.mailbox.needs_smtputf8() && !txn.smtputf8 {
+            return Err(CommandError::ExtensionRequired {
+                extension: "SMTPUTF8",
+                reason: "a non-ASCII recipient after MAIL without SMTPUTF8",
+            });
+        }
+        if (recipient.notify.is_some() || recipient.original_recipient.is_some()) && !dsn {
+            return Err(CommandError::ExtensionRequired {
+                extension: "DSN",
+                reason: "delivery status notification parameters",
+            });
+        }
+        let index = txn.envelope.recipients.len();
+        txn.report.recipients.push(RecipientResult {
+            mailbox: recipient.mailbox.clone(),
+            reply: None,
+        });
+        txn.envelope.recipients.push(recipient);
+        if txn.pipelining || (txn.expect.is_empty() && txn.next_rcpt == index) {
+            command::write_rcpt(&mut self.out, &txn.envelope.recipients[index]);
+            txn.expect.push_back(Expect::Rcpt(index));
+            txn.next_rcpt = index + 1;
+        }
+        Ok(index)
+    }
+
+    /// Ends the envelope of an open transaction: once every MAIL and RCPT
+    /// reply is in, DATA goes out (or [`Event::BodyWritable`] follows, with
+    /// BDAT) when MAIL and at least one recipient were accepted; otherwise
+    /// the transaction fails with RSET ([`Event::TransactionFailed`]).
+    pub fn close_envelope(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.end_envelope(now, false)
+    }
+
+    /// Gives up an open transaction before its body: RSET once the
+    /// outstanding replies are in, then [`Event::TransactionFailed`].
+    pub fn abandon_envelope(&mut self, now: Instant) -> Result<(), CommandError> {
+        self.end_envelope(now, true)
+    }
+
+    fn end_envelope(&mut self, now: Instant, abandon: bool) -> Result<(), CommandError> {
+        self.check_command()?;
+        let txn = open_txn(&mut self.state)?;
+        txn.open = false;
+        txn.abandoned = abandon;
+        if txn.expect.is_empty()
+            && let State::Txn(txn) = std::mem::replace(&mut self.state, State::Closed)
+        {
+            self.envelope_done(now, txn);
+        }
+        Ok(())
+    }
+
+    fn start_transaction(
+        &mut self,
+        now: Instant,
+        envelope: &Envelope,
+        open: bool,
+    ) -> Result<TransactionId, CommandError> {
+        let overtaking = !open && self.can_send_envelope();
         let caps = if overtaking {
             self.caps.as_ref().ok_or(CommandError::NotReady {
                 state: "not set up",
@@ -483,6 +599,7 @@ impl Client {
             self.config.use_chunking && !self.config.pipeline_transactions,
             self.config.long_lines,
             self.config.nul,
+            open,
         )?;
         let Plan {
             pipelining,
@@ -509,7 +626,7 @@ impl Client {
                 expect.push_back(Expect::Rcpt(i));
             }
             next_rcpt = envelope.recipients.len();
-            if !chunking {
+            if !chunking && !open {
                 self.out.extend_from_slice(b"DATA\r\n");
                 expect.push_back(Expect::Data);
             }
@@ -541,6 +658,10 @@ impl Client {
                 stage: Stage::Envelope,
                 encoder,
                 held: Vec::new(),
+                open,
+                abandoned: false,
+                smtputf8: params.smtputf8,
+                stepwise: open,
             })),
         );
         Ok(id)
@@ -1026,17 +1147,35 @@ impl Client {
         match expect {
             Expect::Mail => {
                 let ok = reply.is_positive();
+                if txn.stepwise {
+                    self.events.push_back(Event::EnvelopeReply {
+                        id: txn.report.id,
+                        recipient: None,
+                        reply: reply.clone(),
+                    });
+                }
                 txn.report.mail = Some(reply);
                 if !txn.pipelining {
                     if ok {
                         self.send_next_envelope_command(&mut txn);
-                    } else {
+                    } else if !txn.open {
                         self.fail_transaction(now, txn);
                         return Ok(());
                     }
                 }
+                if txn.expect.is_empty() && !txn.open {
+                    self.envelope_done(now, txn);
+                    return Ok(());
+                }
             }
             Expect::Rcpt(i) => {
+                if txn.stepwise {
+                    self.events.push_back(Event::EnvelopeReply {
+                        id: txn.report.id,
+                        recipient: Some(i),
+                        reply: reply.clone(),
+                    });
+                }
                 if let Some(r) = txn.report.recipients.get_mut(i) {
                     r.reply = Some(reply);
                 }
@@ -1044,8 +1183,8 @@ impl Client {
                     self.send_next_envelope_command(&mut txn);
                 }
                 // Every envelope reply is in and nothing more was sent: BDAT
-                // path, or no recipient accepted.
-                if txn.expect.is_empty() && txn.stage == Stage::Envelope {
+                // path, no recipient accepted, or a closed open transaction.
+                if txn.expect.is_empty() && txn.stage == Stage::Envelope && !txn.open {
                     self.envelope_done(now, txn);
                     return Ok(());
                 }
@@ -1119,11 +1258,14 @@ impl Client {
     /// Without pipelining: sends the next RCPT, then DATA (or starts BDAT) after
     /// the last, when MAIL and a recipient were accepted.
     fn send_next_envelope_command(&mut self, txn: &mut Txn) {
+        if txn.abandoned {
+            return;
+        }
         if let Some(rcpt) = txn.envelope.recipients.get(txn.next_rcpt) {
             command::write_rcpt(&mut self.out, rcpt);
             txn.expect.push_back(Expect::Rcpt(txn.next_rcpt));
             txn.next_rcpt += 1;
-        } else if !txn.chunking && Self::envelope_accepted(txn) {
+        } else if !txn.chunking && !txn.open && Self::envelope_accepted(txn) {
             self.out.extend_from_slice(b"DATA\r\n");
             txn.expect.push_back(Expect::Data);
         }
@@ -1135,10 +1277,17 @@ impl Client {
     }
 
     /// All envelope replies are in and no DATA is outstanding: start the BDAT
-    /// body, or fail when MAIL or every recipient was refused.
+    /// body (or send DATA, for a transaction that was open), or fail when
+    /// MAIL or every recipient was refused or the envelope was abandoned.
     fn envelope_done(&mut self, now: Instant, mut txn: Box<Txn>) {
-        if !Self::envelope_accepted(&txn) {
+        if txn.abandoned || !Self::envelope_accepted(&txn) {
             return self.fail_transaction(now, txn);
+        }
+        if !txn.chunking {
+            self.out.extend_from_slice(b"DATA\r\n");
+            txn.expect.push_back(Expect::Data);
+            self.enter(now, State::Txn(txn));
+            return;
         }
         txn.stage = Stage::Body;
         let id = txn.report.id;

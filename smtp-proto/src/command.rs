@@ -293,8 +293,9 @@ impl Plan {
         use_chunking: bool,
         long_lines: LongLines,
         nul: NulBytes,
+        open: bool,
     ) -> Result<Plan, CommandError> {
-        if envelope.recipients.is_empty() {
+        if envelope.recipients.is_empty() && !open {
             return Err(CommandError::NoRecipients);
         }
         let require = |ok: bool, extension: &'static str, reason: &'static str| {

@@ -44,6 +44,17 @@ pub enum Event {
         /// The transaction.
         id: TransactionId,
     },
+    /// A MAIL (`recipient` is `None`) or RCPT reply of a transaction started
+    /// with [`crate::Client::open_transaction`], as it arrives: a relay
+    /// passes it on to its own client. The outcome comes later as usual.
+    EnvelopeReply {
+        /// The transaction.
+        id: TransactionId,
+        /// The recipient's index, for a RCPT reply.
+        recipient: Option<usize>,
+        /// The reply.
+        reply: Reply,
+    },
     /// The message was accepted for at least one recipient. Rejected recipients,
     /// if any, are in the report.
     Delivered(TransactionReport),
