@@ -157,6 +157,11 @@ pub struct AsyncStd;
 pub type Transport = postern_transport::Transport<AsyncStd>;
 /// Builds a [`Transport`].
 pub type TransportBuilder = postern_transport::TransportBuilder<AsyncStd>;
+/// A transaction relayed one command at a time ([`Transport::relay`]), for
+/// a submission proxy.
+pub type RelayTransaction = postern_transport::RelayTransaction<AsyncStd>;
+/// How [`Transport::relay`] ended.
+pub type RelayStart = postern_transport::RelayStart<AsyncStd>;
 
 /// A message streamed from a `futures-io` reader (an `async_std::fs::File`,
 /// a smol `Unblock`) in [`READ_CHUNK`] pieces: constant memory whatever its

@@ -163,6 +163,11 @@ pub struct Tokio;
 pub type Transport = postern_transport::Transport<Tokio>;
 /// Builds a [`Transport`].
 pub type TransportBuilder = postern_transport::TransportBuilder<Tokio>;
+/// A transaction relayed one command at a time ([`Transport::relay`]), for
+/// a submission proxy.
+pub type RelayTransaction = postern_transport::RelayTransaction<Tokio>;
+/// How [`Transport::relay`] ended.
+pub type RelayStart = postern_transport::RelayStart<Tokio>;
 
 /// A message streamed from a tokio reader (a `tokio::fs::File`, a pipe) in
 /// [`READ_CHUNK`] pieces: constant memory whatever its size.

@@ -155,6 +155,26 @@ impl TransactionReport {
         }
     }
 
+    /// The reply that decided a failed transaction, for a relay to pass
+    /// on: the refused message's, else a refused DATA's, else a refused
+    /// MAIL's, else the first refused recipient's, else
+    /// `554 5.5.1 No valid recipients`.
+    #[must_use]
+    pub fn refusal(&self) -> Reply {
+        let refused = |r: &Option<Reply>| {
+            r.as_ref()
+                .filter(|r| !r.is_positive() && r.code() != 354)
+                .cloned()
+        };
+        refused(&self.message)
+            .or_else(|| refused(&self.data))
+            .or_else(|| refused(&self.mail))
+            .or_else(|| self.recipients.iter().find_map(|r| refused(&r.reply)))
+            .unwrap_or_else(|| {
+                Reply::new(554, &["5.5.1 No valid recipients"]).expect("a constant reply is valid")
+            })
+    }
+
     /// Recipients the server accepted.
     pub fn accepted(&self) -> impl Iterator<Item = &RecipientResult> {
         self.recipients.iter().filter(|r| r.accepted())

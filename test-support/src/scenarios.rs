@@ -1040,6 +1040,87 @@ pub async fn send_all_pipelined<R: Runtime + Default>() {
     t.shutdown().await;
 }
 
+/// A transaction relayed step by step: upstream's reply to MAIL, to each
+/// RCPT (one refused) and to the message, each as it comes; the refused
+/// connection is reused across transactions and
+/// the content arrives canonical and stuffed once.
+pub async fn relay_step_by_step<R: Runtime + Default>() {
+    use postern_transport::{RelayStart, smtp::ReversePath};
+    let server = SmtpServer::start(SmtpServerConfig {
+        reject_recipients: vec!["nobody@example.com".into()],
+        reject_senders: vec!["refused@example.com".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let t = builder(
+        R::default(),
+        "127.0.0.1",
+        server.port(),
+        Security::Plaintext,
+    )
+    .build()
+    .unwrap();
+    for round in 0..2 {
+        let mut head = envelope(&["rcpt@example.com"]);
+        head.recipients.clear();
+        let RelayStart::Open(mut txn, mail) = t.relay(&head).await.unwrap() else {
+            panic!("MAIL refused");
+        };
+        assert!(mail.is_positive());
+        let ok = txn
+            .rcpt(Mailbox::parse("rcpt@example.com").unwrap())
+            .await
+            .unwrap();
+        assert!(ok.is_positive(), "{ok:?}");
+        let refused = txn
+            .rcpt(Mailbox::parse("nobody@example.com").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(refused.code(), 550, "{refused:?}");
+        assert_eq!(txn.data().await.unwrap(), None);
+        for piece in [
+            &b"Subject: relay "[..],
+            format!("{round}\r\n\r\n").as_bytes(),
+            b"one\n.\ntwo\r\n",
+        ] {
+            txn.write(piece).await.unwrap();
+        }
+        let report = txn.finish().await.unwrap();
+        assert_eq!(report.accepted().count(), 1);
+    }
+    // A transaction given up before its content: nothing is delivered and
+    // the connection stays usable.
+    let mut head = envelope(&["rcpt@example.com"]);
+    head.recipients.clear();
+    let RelayStart::Open(mut txn, _) = t.relay(&head).await.unwrap() else {
+        panic!("MAIL refused");
+    };
+    txn.rcpt(Mailbox::parse("rcpt@example.com").unwrap())
+        .await
+        .unwrap();
+    txn.abandon().await;
+    let messages = server.messages();
+    assert_eq!(messages.len(), 2);
+    for (round, m) in messages.iter().enumerate() {
+        let data = String::from_utf8(m.data.clone().unwrap()).unwrap();
+        assert_eq!(
+            data,
+            format!("Subject: relay {round}\r\n\r\none\r\n.\r\ntwo\r\n")
+        );
+    }
+    assert_eq!(server.connections(), 1);
+    // A refused sender opens nothing, and the connection stays usable.
+    let mut bounce = envelope(&["rcpt@example.com"]);
+    bounce.recipients.clear();
+    bounce.from = ReversePath::Mailbox(Mailbox::parse("refused@example.com").unwrap());
+    match t.relay(&bounce).await.unwrap() {
+        RelayStart::Refused(reply) => assert!(!reply.is_positive(), "{reply:?}"),
+        RelayStart::Open(..) => panic!("MAIL should be refused"),
+        _ => unreachable!("no other outcome"),
+    }
+    t.shutdown().await;
+}
+
 /// `send_all` when the server stores each message and drops the connection
 /// before replying: every message is stored exactly once and reported as
 /// unconfirmed; the ones that had not been sent went again on fresh
@@ -1099,6 +1180,7 @@ macro_rules! transport_tests {
             https_token_endpoint_and_auth_disabled,
             concurrent_sends_fetch_once,
             send_all_pipelined,
+            relay_step_by_step,
         );
         $crate::transport_tests!(@virtual #[$attr] $rt;
             token_rejected_then_refreshed_once,

@@ -56,6 +56,8 @@ pub struct SmtpServerConfig {
     pub hash_bodies: bool,
     /// Recipients refused with `550 5.1.1`.
     pub reject_recipients: Vec<String>,
+    /// Senders refused at MAIL with `550 5.7.1`.
+    pub reject_senders: Vec<String>,
     /// Close a session idle this long with `421 4.4.2`.
     pub idle_close: Option<Duration>,
     /// Answer every AUTH with this reply at once (for example Exchange's
@@ -88,6 +90,7 @@ impl Default for SmtpServerConfig {
             keep_bodies: true,
             hash_bodies: true,
             reject_recipients: Vec::new(),
+            reject_senders: Vec::new(),
             idle_close: None,
             auth_reply: None,
             mechanisms: "PLAIN LOGIN XOAUTH2 OAUTHBEARER".to_owned(),
@@ -477,10 +480,18 @@ impl Session {
                     r?;
                 }
                 "MAIL" => {
+                    let from = angle(&line);
                     if self.config.require_auth && self.user.is_none() {
                         self.reply("530 5.7.0 Authentication required").await?;
+                    } else if self
+                        .config
+                        .reject_senders
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(&from))
+                    {
+                        self.reply("550 5.7.1 Sender not allowed").await?;
                     } else {
-                        self.from = Some(angle(&line));
+                        self.from = Some(from);
                         self.to.clear();
                         self.reply("250 2.1.0 Ok").await?;
                     }

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use postern_smtp::{
-    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, SessionEnd, TransactionId,
-    TransactionReport,
+    Client, ClientConfig, Credentials, Envelope, Event, Mechanism, Recipient, Reply, SessionEnd,
+    TransactionId, TransactionReport,
 };
 
 use crate::error::Error;
@@ -367,6 +367,118 @@ impl<R: Runtime> Connection<R> {
                 Err(e) => return Err(self.fail_batch(e, &ids, results)),
             }
         }
+    }
+
+    /// MAIL of a relayed transaction ([`Client::open_transaction`]); its
+    /// reply.
+    pub(crate) async fn relay_mail(&mut self, envelope: &Envelope) -> Result<Reply, Error> {
+        self.client.open_transaction(self.rt.now(), envelope)?;
+        self.envelope_reply(None).await
+    }
+
+    /// One RCPT of a relayed transaction; its reply.
+    pub(crate) async fn relay_rcpt(&mut self, recipient: Recipient) -> Result<Reply, Error> {
+        let index = self.client.add_recipient(self.rt.now(), recipient)?;
+        self.envelope_reply(Some(index)).await
+    }
+
+    async fn envelope_reply(&mut self, recipient: Option<usize>) -> Result<Reply, Error> {
+        loop {
+            match self.next_event(None).await? {
+                Event::EnvelopeReply {
+                    recipient: r,
+                    reply,
+                    ..
+                } if r == recipient => return Ok(reply),
+                event => self.unexpected(event)?,
+            }
+        }
+    }
+
+    /// Ends a relayed envelope: `None` when the body may follow, else the
+    /// refusal (the transaction is over, the connection ready again).
+    pub(crate) async fn relay_data(&mut self) -> Result<Option<Reply>, Error> {
+        self.client.close_envelope(self.rt.now())?;
+        loop {
+            match self.next_event(None).await? {
+                Event::BodyWritable { .. } => return Ok(None),
+                Event::TransactionFailed(report) => {
+                    return Ok(Some(report.refusal()));
+                }
+                event => self.unexpected(event)?,
+            }
+        }
+    }
+
+    /// Content of a relayed transaction, written out before returning.
+    pub(crate) async fn relay_write(&mut self, mut content: &[u8]) -> Result<(), Error> {
+        while !content.is_empty() {
+            let n = self.client.write_body(self.rt.now(), content)?;
+            content = &content[n..];
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// The end of a relayed message and its verdict.
+    pub(crate) async fn relay_finish(&mut self) -> Result<TransactionReport, Error> {
+        let result = async {
+            self.client.finish_body(self.rt.now())?;
+            loop {
+                match self.next_event(None).await? {
+                    Event::Delivered(report) => {
+                        self.messages += 1;
+                        return Ok(report);
+                    }
+                    Event::TransactionFailed(report) => {
+                        return Err(Error::Rejected(Box::new(report)));
+                    }
+                    event => self.unexpected(event)?,
+                }
+            }
+        }
+        .await;
+        result.map_err(|e| {
+            if self.client.message_unconfirmed() {
+                Error::Unconfirmed(Box::new(e))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// Gives up a relayed transaction before its body (RSET, the connection
+    /// stays usable). During the body there is no way back: an error, and
+    /// the caller closes the connection.
+    pub(crate) async fn relay_abandon(&mut self) -> Result<(), Error> {
+        self.client.abandon_envelope(self.rt.now())?;
+        loop {
+            match self.next_event(None).await? {
+                Event::TransactionFailed(_) => return Ok(()),
+                event => self.unexpected(event)?,
+            }
+        }
+    }
+
+    /// Writes what the client has to send.
+    async fn write_pending(&mut self) -> Result<(), Error> {
+        poll_fn(|cx| {
+            while let Some(out) = self.client.poll_transmit() {
+                match self.stream.poll_write(cx, out) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.client.advance_transmit(n);
+                        self.flushed = false;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
     }
 
     /// The pipelined-transaction count since the last call.

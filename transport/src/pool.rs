@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_lock::{Semaphore, SemaphoreGuard};
+use std::sync::Arc;
+
+use async_lock::{Semaphore, SemaphoreGuard, SemaphoreGuardArc};
 
 use crate::connection::Connection;
 use crate::runtime::Runtime;
@@ -44,7 +46,7 @@ impl Default for PoolConfig {
 pub(crate) struct Pool<R: Runtime> {
     config: PoolConfig,
     idle: Mutex<Vec<Connection<R>>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     shut: AtomicBool,
     opened: AtomicU64,
     reused: AtomicU64,
@@ -54,7 +56,7 @@ pub(crate) struct Pool<R: Runtime> {
 impl<R: Runtime> Pool<R> {
     pub(crate) fn new(config: PoolConfig) -> Self {
         Pool {
-            permits: Semaphore::new(config.max_connections.max(1)),
+            permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
             idle: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
@@ -67,6 +69,12 @@ impl<R: Runtime> Pool<R> {
     /// Waits until one more connection may be in use.
     pub(crate) async fn permit(&self) -> SemaphoreGuard<'_> {
         self.permits.acquire().await
+    }
+
+    /// [`Pool::permit`] held by a value rather than a borrow (a relayed
+    /// transaction keeps its connection across calls).
+    pub(crate) async fn permit_arc(&self) -> SemaphoreGuardArc {
+        self.permits.acquire_arc().await
     }
 
     /// `true` after [`Pool::shutdown`].

@@ -237,11 +237,11 @@ impl<R: Runtime> std::fmt::Debug for Transport<R> {
     }
 }
 
-struct Shared<R: Runtime> {
-    rt: R,
+pub(crate) struct Shared<R: Runtime> {
+    pub(crate) rt: R,
     target: Target,
-    login: Login,
-    pool: Pool<R>,
+    pub(crate) login: Login,
+    pub(crate) pool: Pool<R>,
     #[cfg(feature = "dkim")]
     dkim: Option<Arc<crate::dkim::Dkim>>,
 }
@@ -530,5 +530,17 @@ impl<R: Runtime> Transport<R> {
         let s = &self.shared;
         s.pool.count_opened();
         Connection::open(&s.rt, &s.target, &s.login).await
+    }
+
+    pub(crate) async fn open_connection(&self) -> Result<Connection<R>, Error> {
+        self.open().await
+    }
+
+    pub(crate) async fn release_connection(&self, conn: Connection<R>) {
+        self.release(conn).await;
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<R> {
+        &self.shared
     }
 }
