@@ -216,7 +216,7 @@ impl Settings {
     /// Fills what flags and environment left unset from `other`: every
     /// setting that is unset here (or a switch that is off) takes `other`'s.
     /// Generic over the fields, so a new setting cannot be missed.
-    fn fill_from(&mut self, other: &Settings) -> Result<(), Failure> {
+    pub(crate) fn fill_from(&mut self, other: &Settings) -> Result<(), Failure> {
         let bad = |e: serde_json::Error| usage(format!("merging settings: {e}"));
         let mut mine = serde_json::to_value(&*self).map_err(bad)?;
         let theirs = serde_json::to_value(other).map_err(bad)?;

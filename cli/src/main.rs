@@ -13,6 +13,7 @@ mod config;
 mod demo;
 mod diagnose;
 mod fail;
+mod proxy;
 mod send;
 mod setup;
 mod token;
@@ -55,18 +56,25 @@ enum Command {
     /// Run the whole flow against a built-in token endpoint and SMTP server
     /// on loopback: no network, no account needed.
     Demo,
+    /// Run a local submission proxy: applications log in with a local
+    /// password (AUTH PLAIN/LOGIN) and their mail goes upstream with OAuth2.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.verbose > 0 {
-        let level = if cli.verbose > 1 {
-            tracing_subscriber::filter::LevelFilter::TRACE
-        } else {
-            tracing_subscriber::filter::LevelFilter::DEBUG
+    // The proxy is a service: its log (a line per transaction) is on at
+    // INFO without -v.
+    let service = matches!(cli.command, Command::Proxy(_));
+    if cli.verbose > 0 || service {
+        let level = match cli.verbose {
+            0 => tracing_subscriber::filter::LevelFilter::INFO,
+            1 => tracing_subscriber::filter::LevelFilter::DEBUG,
+            _ => tracing_subscriber::filter::LevelFilter::TRACE,
         };
         tracing_subscriber::fmt()
             .with_max_level(level)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
     }
@@ -88,6 +96,7 @@ fn main() -> ExitCode {
             Command::Diagnose(a) => diagnose::run(a).await,
             Command::Authorize(a) => authorize::run(a).await,
             Command::Demo => demo::run().await,
+            Command::Proxy(a) => proxy::run(a).await,
         }
     });
     match result {

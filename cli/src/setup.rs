@@ -225,6 +225,15 @@ pub(crate) fn transport(s: &Settings) -> Result<Transport, Failure> {
 /// instead of redeeming the settings' credentials again (`diagnose` redeems
 /// a refresh token once per run).
 pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Transport, Failure> {
+    Ok(builder_with(s, fetched)?.build()?)
+}
+
+/// The transport builder for `s` (see [`transport_with`]), for callers that
+/// set more (the proxy sets the pool).
+pub(crate) fn builder_with(
+    s: &Settings,
+    fetched: Option<Secret>,
+) -> Result<TransportBuilder, Failure> {
     let host = s.host.clone().ok_or_else(|| usage("--host is required"))?;
     let host_name = host.clone();
     let security = s.tls.unwrap_or_default();
@@ -277,7 +286,7 @@ pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Tr
         b = b.dkim(dkim(s, key)?);
     }
     if mode == AuthMode::None {
-        return Ok(b.build()?);
+        return Ok(b);
     }
     let user = || {
         s.user
@@ -316,5 +325,5 @@ pub(crate) fn transport_with(s: &Settings, fetched: Option<Secret>) -> Result<Tr
             "no credentials: give --password-env/--password-file/--password-prompt, --token-env/--token-file, or OAuth2 settings",
         ));
     }
-    Ok(b.build()?)
+    Ok(b)
 }

@@ -84,12 +84,27 @@ pub fn lacks_extension(error: &Error) -> bool {
 }
 
 /// What the local client is told when the upstream step failed with
-/// `error`: always a 4xx (try again later), never a 2xx, with an enhanced
-/// code and a short reason. A message whose end went upstream without a
-/// reply may have been delivered: the text says so, since a retry may
-/// duplicate it.
+/// `error`: a 4xx (try again later) with an enhanced code and a short
+/// reason, never a 2xx. A message whose end went upstream without a reply
+/// may have been delivered: the text says so, since a retry may duplicate
+/// it. The one permanent case: upstream lacks an extension the message
+/// needs (SMTPUTF8 for UTF-8 headers or addresses, 8BITMIME, DSN), which
+/// no retry fixes.
 pub fn upstream_failure(error: &Error) -> Reply {
     use postern_common::Stage;
+    if let Error::Command(c) = error
+        && let CommandError::ExtensionRequired { extension, reason } = **c
+    {
+        let (code, enhanced) = if extension == "SMTPUTF8" {
+            (554, "5.6.9")
+        } else {
+            (555, "5.5.4")
+        };
+        let text = format!("{enhanced} Upstream does not offer {extension}, needed for {reason}");
+        if let Some(reply) = Reply::new(code, &[text]) {
+            return reply;
+        }
+    }
     let (enhanced, text) = match error {
         Error::Unconfirmed(_) => (
             "4.4.2",
@@ -160,5 +175,16 @@ mod tests {
         ))));
         assert!(unconfirmed.message().contains("may have been delivered"));
         assert!(unconfirmed.is_transient());
+        let missing =
+            upstream_failure(&Error::Command(Box::new(CommandError::ExtensionRequired {
+                extension: "SMTPUTF8",
+                reason: "non-ASCII addresses",
+            })));
+        assert_eq!(missing.code(), 554);
+        assert!(
+            missing
+                .message()
+                .contains("Upstream does not offer SMTPUTF8")
+        );
     }
 }

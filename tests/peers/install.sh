@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers when missing: Dovecot (core + submission), Postfix,
-# and oidc-provider from npm (pinned by package-lock.json).
+# and oidc-provider from npm (pinned by package-lock.json); and the legacy
+# SMTP clients the proxy is tested with (swaks, msmtp).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 SUDO=""
@@ -10,6 +11,8 @@ need=()
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-core)
 [ -x /usr/lib/dovecot/submission ] || need+=(dovecot-submissiond)
 [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
+command -v swaks >/dev/null || need+=(swaks)
+command -v msmtp >/dev/null || need+=(msmtp)
 if [ ${#need[@]} -gt 0 ]; then
   # Keep package installs from starting daemons (Debian's policy-rc.d hook).
   if [ ! -e /usr/sbin/policy-rc.d ]; then

@@ -1,0 +1,364 @@
+//! `postern proxy` between real legacy clients (swaks, msmtp, Python's
+//! smtplib) and the real peers of `tests/peers`: Dovecot submission and
+//! Postfix, both taking XOAUTH2 with oidc-provider's client-credentials
+//! tokens. What lands in the Maildir is compared with what was sent.
+//! Skipped unless `POSTERN_PEERS_ENV` is set (CI sets it).
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use postern_test_support::peers::{Peers, Server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postern");
+const USER: &str = "sender@example.com";
+const PASSWORD: &str = "local-password-1";
+
+fn unique(what: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("proxy-{what}-{}-{n}", std::process::id())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `postern proxy` with a Dovecot listener and a Postfix one.
+struct Running {
+    child: Child,
+    dovecot: u16,
+    postfix: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hash(password: &str) -> String {
+    let mut child = Command::new(BIN)
+        .args(["proxy", "hash-password"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn config(p: &Peers, dovecot: u16, postfix: u16, secret_env: &str) -> String {
+    let upstream = |port: u16| {
+        format!(
+            "{{ host = \"localhost\", port = {port}, tls = \"starttls\", ca_file = \"{}\" }}",
+            p.var("CA_FILE")
+        )
+    };
+    format!(
+        r#"[proxy]
+hostname = "proxy.test"
+
+[[listener]]
+listen = "127.0.0.1:{dovecot}"
+upstream = {}
+
+[[listener]]
+listen = "127.0.0.1:{postfix}"
+upstream = {}
+
+[[account]]
+name = "{USER}"
+password_hash = "{}"
+aliases = ["noreply@example.com"]
+upstream = {{ provider = "generic", token_url = "{}", allow_http_token_url = true, client_id = "post-client", client_secret_env = "{secret_env}", scope = "mail", auth = "xoauth2" }}
+"#,
+        upstream(p.smtp_port(Server::Dovecot, false)),
+        upstream(p.smtp_port(Server::Postfix, false)),
+        hash(PASSWORD),
+        p.var("TOKEN_URL"),
+    )
+}
+
+fn start(p: &Peers, name: &str) -> Running {
+    let dir = std::env::temp_dir().join(format!("postern-proxy-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (dovecot, postfix) = (free_port(), free_port());
+    std::fs::write(dir.join("proxy.toml"), config(p, dovecot, postfix, "S")).unwrap();
+    let child = Command::new(BIN)
+        .args(["proxy", "--config"])
+        .arg(dir.join("proxy.toml"))
+        .env_clear()
+        .env("S", "post-secret~2")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", postfix)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running {
+        child,
+        dovecot,
+        postfix,
+        dir,
+    }
+}
+
+fn swaks(port: u16, args: &[&str]) -> Output {
+    Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--timeout", "30"])
+        .args(args)
+        .output()
+        .expect("swaks is installed by tests/peers/install.sh")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The body of a stored message: what follows its header section.
+fn stored_body(message: &str) -> &str {
+    message.split_once("\n\n").map_or("", |(_, b)| b)
+}
+
+#[test]
+fn legacy_clients_through_the_proxy() {
+    let Some(p) = Peers::get() else { return };
+    let proxy = start(&p, "clients");
+    // swaks, without and with pipelining, PLAIN and LOGIN.
+    for (i, extra) in [
+        &["--auth", "PLAIN"][..],
+        &["--auth", "LOGIN", "--pipeline"][..],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let subject = unique(&format!("swaks{i}"));
+        let body = format!("first line\n.leading dot\nlast line {i}");
+        let o = swaks(
+            proxy.dovecot,
+            &[
+                extra,
+                &[
+                    "--auth-user",
+                    USER,
+                    "--auth-password",
+                    PASSWORD,
+                    "--from",
+                    USER,
+                    "--to",
+                    "rcpt@example.com",
+                    "--header",
+                    &format!("Subject: {subject}"),
+                    "--body",
+                    &body,
+                ][..],
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "swaks {extra:?}: {}", text(&o));
+        let stored = p.wait_for_mail("rcpt", &subject, 1);
+        assert_eq!(
+            stored_body(&stored[0]).replace("\r\n", "\n").trim_end(),
+            body,
+            "what lands equals what was sent"
+        );
+    }
+    // msmtp.
+    let subject = unique("msmtp");
+    let mut child = Command::new("msmtp")
+        .args([
+            "--host=127.0.0.1",
+            &format!("--port={}", proxy.dovecot),
+            "--auth=plain",
+            &format!("--user={USER}"),
+            &format!("--passwordeval=echo {PASSWORD}"),
+            "--tls=off",
+            &format!("--from={USER}"),
+            "rcpt@example.com",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("msmtp is installed by tests/peers/install.sh");
+    let message = format!("From: {USER}\r\nSubject: {subject}\r\n\r\nvia msmtp\r\n..two dots\r\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "msmtp: {}", text(&o));
+    let stored = p.wait_for_mail("rcpt", &subject, 1);
+    assert_eq!(
+        stored_body(&stored[0]).replace("\r\n", "\n"),
+        "via msmtp\n..two dots\n"
+    );
+    // Python's smtplib: 8-bit text through Dovecot, SMTPUTF8 (a UTF-8
+    // subject and sender name) through Postfix, which offers it.
+    for (port, utf8) in [(proxy.dovecot, false), (proxy.postfix, true)] {
+        let subject = unique(if utf8 { "py-utf8" } else { "py-8bit" });
+        let script = format!(
+            r#"
+import smtplib
+from email.message import EmailMessage
+m = EmailMessage()
+m["From"] = "Jürgen <{USER}>"
+m["To"] = "rcpt@example.com"
+m["Subject"] = "{subject} Grüße"
+m.set_content("8-bit: Grüße, ünïcödé — ok\n.\nafter a lone dot\n", cte="8bit")
+with smtplib.SMTP("127.0.0.1", {port}) as s:
+    s.login("{USER}", "{PASSWORD}")
+    s.send_message(m, mail_options={options})
+"#,
+            options = if utf8 { "[\"SMTPUTF8\"]" } else { "[]" },
+        );
+        let o = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "smtplib utf8={utf8}: {}", text(&o));
+        let stored = p.wait_for_mail("rcpt", &subject, 1);
+        assert!(
+            stored_body(&stored[0]).contains("8-bit: Grüße, ünïcödé — ok\n.\nafter a lone dot\n"),
+            "{}",
+            stored[0]
+        );
+        if utf8 {
+            assert!(
+                stored[0].contains("Grüße"),
+                "raw UTF-8 subject: {}",
+                stored[0]
+            );
+        }
+    }
+    let log = std::fs::read_to_string(proxy.dir.join("proxy.log")).unwrap();
+    assert!(log.contains("relayed"), "a log line per transaction: {log}");
+    assert!(
+        !log.contains(PASSWORD) && !log.contains("post-secret"),
+        "no secret in the log"
+    );
+}
+
+#[test]
+fn local_refusals_and_upstream_verdicts() {
+    let Some(p) = Peers::get() else { return };
+    let proxy = start(&p, "refusals");
+    let common = [
+        "--from",
+        USER,
+        "--to",
+        "rcpt@example.com",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        USER,
+    ];
+    let o = swaks(
+        proxy.dovecot,
+        &[&common[..], &["--auth-password", "wrong-password"]].concat(),
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("535 5.7.8"), "{}", text(&o));
+    let o = swaks(proxy.dovecot, &["--from", USER, "--to", "rcpt@example.com"]);
+    assert!(text(&o).contains("530 5.7.0"), "no AUTH: {}", text(&o));
+    let o = swaks(
+        proxy.dovecot,
+        &[
+            "--from",
+            "ceo@example.com",
+            "--to",
+            "rcpt@example.com",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            USER,
+            "--auth-password",
+            PASSWORD,
+        ],
+    );
+    assert!(
+        text(&o).contains("550 5.7.1"),
+        "another sender: {}",
+        text(&o)
+    );
+    // Upstream refuses one of two recipients: the client sees exactly that,
+    // and the other gets the message.
+    let subject = unique("partial");
+    let o = swaks(
+        proxy.dovecot,
+        &[
+            "--from",
+            USER,
+            "--to",
+            "rcpt@example.com,nobody@elsewhere.invalid",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            USER,
+            "--auth-password",
+            PASSWORD,
+            "--header",
+            &format!("Subject: {subject}"),
+        ],
+    );
+    let out = text(&o);
+    assert!(
+        out.contains("<** 450 4.1.1") || out.contains("<** 550") || out.contains("<** 554 5.7.1"),
+        "{out}"
+    );
+    assert!(out.contains("<-  250 2.0.0"), "{out}");
+    assert_eq!(p.wait_for_mail("rcpt", &subject, 1).len(), 1);
+}
+
+#[test]
+fn check_names_the_failing_step() {
+    let Some(p) = Peers::get() else { return };
+    let dir = std::env::temp_dir().join(format!("postern-proxy-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("proxy.toml");
+    std::fs::write(&file, config(&p, free_port(), free_port(), "S")).unwrap();
+    let run = |secret: &str| {
+        Command::new(BIN)
+            .args(["proxy", "--check", "--config"])
+            .arg(&file)
+            .env_clear()
+            .env("S", secret)
+            .output()
+            .unwrap()
+    };
+    let o = run("post-secret~2");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        text(&o).matches("ok   sender@example.com").count(),
+        2,
+        "{}",
+        text(&o)
+    );
+    let o = run("wrong-secret");
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("token"), "{}", text(&o));
+}
