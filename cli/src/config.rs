@@ -210,6 +210,12 @@ pub(crate) struct Settings {
     /// loopback address (a local submission proxy).
     #[arg(long, env = "POSTERN_DANGEROUS_ALLOW_CREDENTIALS_WITHOUT_TLS")]
     pub(crate) dangerous_allow_credentials_without_tls: bool,
+    /// A client secret read from a file postern imports (an
+    /// email-oauth2-proxy configuration keeps it there): never a flag, a
+    /// variable or a profile key.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub(crate) client_secret_value: Option<postern_tokio::Secret>,
 }
 
 impl Settings {
@@ -237,6 +243,10 @@ impl Settings {
         merged.profile = self.profile.take();
         merged.nodemailer = self.nodemailer.take();
         merged.password_prompt = self.password_prompt;
+        merged.client_secret_value = self
+            .client_secret_value
+            .take()
+            .or_else(|| other.client_secret_value.clone());
         *self = merged;
         Ok(())
     }

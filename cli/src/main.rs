@@ -12,6 +12,7 @@ mod authorize;
 mod config;
 mod demo;
 mod diagnose;
+mod emailproxy;
 mod fail;
 mod proxy;
 mod send;

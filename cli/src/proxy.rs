@@ -29,6 +29,12 @@ pub(crate) struct ProxyArgs {
     /// The proxy configuration (TOML): listeners and accounts.
     #[arg(long, value_name = "FILE", env = "POSTERN_PROXY_CONFIG")]
     config: Option<PathBuf>,
+    /// Import an email-oauth2-proxy configuration (emailproxy.config)
+    /// instead: prints what was taken, fixed, ignored and wrong, and starts
+    /// only when nothing is wrong. Each account section needs
+    /// `postern_password_hash = ...` (from `postern proxy hash-password`).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    emailproxy_config: Option<PathBuf>,
     /// Validate the configuration, fetch one token per account and connect
     /// upstream once; exit non-zero naming the first failing step.
     #[arg(long)]
@@ -136,10 +142,15 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<(), Failure> {
     if let Some(ProxyAction::HashPassword { password_env }) = args.action {
         return hash(password_env.as_deref());
     }
-    let path = args
-        .config
-        .ok_or_else(|| usage("--config FILE is required (see `postern proxy --help`)"))?;
-    let file = read(&path)?;
+    let file = match (args.config, args.emailproxy_config) {
+        (Some(path), _) => read(&path)?,
+        (None, Some(path)) => import(&path)?,
+        (None, None) => {
+            return Err(usage(
+                "--config FILE or --emailproxy-config FILE is required (see `postern proxy --help`)",
+            ));
+        }
+    };
     if args.check {
         return check(&file).await;
     }
@@ -179,6 +190,47 @@ fn read(path: &Path) -> Result<ProxyFile, Failure> {
         return Err(usage(format!("{}: no [[account]]", path.display())));
     }
     Ok(file)
+}
+
+/// `--emailproxy-config`: the import, its report on standard error.
+fn import(path: &Path) -> Result<ProxyFile, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let imported = crate::emailproxy::import(&text);
+    eprintln!("postern proxy: importing {}", path.display());
+    for note in &imported.notes {
+        eprintln!("  {note}");
+    }
+    if imported.has_wrong() {
+        return Err(usage(format!(
+            "{}: correct the lines marked WRONG above (nothing was started)",
+            path.display()
+        )));
+    }
+    Ok(ProxyFile {
+        proxy: ProxyOptions::default(),
+        listeners: imported
+            .listeners
+            .into_iter()
+            .map(|l| ListenerConfig {
+                listen: l.listen,
+                local_tls: l.local_tls.to_owned(),
+                certificate: l.certificate.map(PathBuf::from),
+                private_key: l.private_key.map(PathBuf::from),
+                upstream: l.upstream,
+            })
+            .collect(),
+        accounts: imported
+            .accounts
+            .into_iter()
+            .map(|a| AccountConfig {
+                name: a.name,
+                password_hash: a.password_hash,
+                aliases: a.aliases,
+                upstream: a.upstream,
+            })
+            .collect(),
+    })
 }
 
 /// The local TLS mode of a listener.

@@ -147,12 +147,15 @@ fn client_credential(s: &Settings, client_id: &str) -> Result<ClientCredential, 
             .map_err(|e| usage(format!("cannot read {}: {e}", key.display())))?;
         return Ok(ClientCredential::certificate(client_id, &pem, thumbprint)?);
     }
-    let secret = secret(
-        "client secret",
-        s.client_secret_env.as_deref(),
-        s.client_secret_file.as_deref(),
-        false,
-    )?;
+    let secret = match &s.client_secret_value {
+        Some(v) => Some(v.expose().to_owned()),
+        None => secret(
+            "client secret",
+            s.client_secret_env.as_deref(),
+            s.client_secret_file.as_deref(),
+            false,
+        )?,
+    };
     Ok(match secret {
         None => ClientCredential::None,
         Some(v) if s.client_secret_basic => ClientCredential::SecretBasic(Secret::new(v)),

@@ -362,3 +362,101 @@ fn check_names_the_failing_step() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(text(&o).contains("token"), "{}", text(&o));
 }
+
+/// The admin guide's own email-oauth2-proxy file (shared/seeds, the vault's
+/// guide), with its endpoints pointed at the peers and a local password
+/// hash added: it imports with a report (the markdown-link token URL and
+/// the IMAP section among the findings) and the proxy relays a message.
+#[test]
+fn the_guides_emailproxy_file_imports_and_relays() {
+    let Some(p) = Peers::get() else { return };
+    let dir = std::env::temp_dir().join(format!("postern-proxy-ini-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let token_url = p.var("TOKEN_URL");
+    let ini = format!(
+        "[emailproxy]
+delete_account_token_on_password_error = True
+encrypt_client_secret_on_first_use = False
+allow_catch_all_accounts = True
+[IMAP-2993]
+server_address = outlook.office365.com
+server_port = 993
+[SMTP-{port}]
+server_address = localhost
+server_port = {}
+starttls = True
+postern_ca_file = {}
+[@]
+redirect_uri = http://<Your_Vault_Address>/email-oauth2-proxy-authorize/
+redirect_list_address = http://127.0.0.1:8801/
+token_url = [{token_url}]({token_url}%22%5C)
+permission_url = {token_url}
+oauth2_scope = \" mail \"
+client_id = post-client
+client_secret = post-secret~2
+oauth2_flow = client_credentials
+postern_password_hash = {}
+",
+        p.smtp_port(Server::Dovecot, false),
+        p.var("CA_FILE"),
+        hash(PASSWORD),
+    );
+    let file = dir.join("emailproxy.config");
+    std::fs::write(&file, ini).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["proxy", "--emailproxy-config"])
+        .arg(&file)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the proxy exited ({status}): {}",
+                std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let subject = unique("ini");
+    let o = swaks(
+        port,
+        &[
+            "--from",
+            USER,
+            "--to",
+            "rcpt@example.com",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            USER,
+            "--auth-password",
+            PASSWORD,
+            "--header",
+            &format!("Subject: {subject}"),
+        ],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(p.wait_for_mail("rcpt", &subject, 1).len(), 1);
+    let report = std::fs::read_to_string(dir.join("proxy.log")).unwrap();
+    assert!(
+        report.contains("fixed:") && report.contains("markdown link"),
+        "{report}"
+    );
+    assert!(
+        report.contains("[IMAP-2993] (line 5): postern proxy relays SMTP only"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("post-secret"),
+        "the client secret never shows: {report}"
+    );
+}
