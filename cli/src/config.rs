@@ -156,6 +156,10 @@ pub(crate) struct Settings {
     /// Entra shows it).
     #[arg(long, value_name = "HEX", env = "POSTERN_CERTIFICATE_THUMBPRINT")]
     pub(crate) certificate_thumbprint: Option<String>,
+    /// Google service account key (the JSON file from the Cloud console),
+    /// with domain-wide delegation: tokens for --user without a sign-in.
+    #[arg(long, value_name = "JSON", env = "POSTERN_SERVICE_ACCOUNT_KEY")]
+    pub(crate) service_account_key: Option<PathBuf>,
     /// Scope [default: the provider's mail scope].
     #[arg(long, env = "POSTERN_SCOPE")]
     pub(crate) scope: Option<String>,

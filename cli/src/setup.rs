@@ -309,7 +309,11 @@ pub(crate) fn builder_with(
         s.password_file.as_deref(),
         s.password_prompt,
     )?;
-    if let Some(token) = token {
+    if let Some(key) = &s.service_account_key {
+        let json = std::fs::read_to_string(key)
+            .map_err(|e| usage(format!("cannot read {}: {e}", key.display())))?;
+        b = b.oauth2(OAuth2::google_service_account(&json, &user()?)?);
+    } else if let Some(token) = token {
         b = b.bearer_token(user()?, token);
     } else if let Some(token) = fetched {
         b = b.auth(Auth::BearerToken {
