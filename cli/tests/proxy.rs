@@ -71,6 +71,7 @@ fn config(p: &Peers, dovecot: u16, postfix: u16, secret_env: &str) -> String {
     format!(
         r#"[proxy]
 hostname = "proxy.test"
+max_message_size = 104857600
 
 [[listener]]
 listen = "127.0.0.1:{dovecot}"
@@ -458,5 +459,60 @@ postern_password_hash = {}
     assert!(
         !report.contains("post-secret"),
         "the client secret never shows: {report}"
+    );
+}
+
+/// The proxy's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A 64 MiB message streams through: the proxy's peak memory grows by far
+/// less than the message, and the message arrives whole.
+#[test]
+fn a_64_mib_message_streams_through_in_flat_memory() {
+    let Some(p) = Peers::get() else { return };
+    let proxy = start(&p, "large");
+    let send = |subject: &str, lines: usize| {
+        let script = format!(
+            r#"
+import smtplib
+line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789\r\n"
+body = b"From: {USER}\r\nSubject: {subject}\r\n\r\n" + line * {lines}
+with smtplib.SMTP("127.0.0.1", {port}) as s:
+    s.login("{USER}", "{PASSWORD}")
+    s.sendmail("{USER}", ["rcpt@example.com"], body)
+"#,
+            port = proxy.dovecot,
+        );
+        let o = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let warm = unique("warm");
+    send(&warm, 10);
+    assert_eq!(p.wait_for_mail("rcpt", &warm, 1).len(), 1);
+    let before = peak_rss_kib(proxy.child.id());
+    let subject = unique("64mib");
+    let lines = 64 * 1024 * 1024 / 74;
+    send(&subject, lines);
+    let after = peak_rss_kib(proxy.child.id());
+    let stored = p.wait_for_mail("rcpt", &subject, 1);
+    assert!(
+        stored[0].len() >= lines * 73,
+        "the whole message arrived: {} bytes",
+        stored[0].len()
+    );
+    eprintln!("proxy peak RSS: {before} KiB before, {after} KiB after a 64 MiB message");
+    assert!(
+        after < before + 16 * 1024,
+        "peak RSS grew from {before} KiB to {after} KiB for a 64 MiB message"
     );
 }
