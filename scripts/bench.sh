@@ -11,6 +11,19 @@ if [ "${1:-}" = "--report-only" ]; then
   shift
 else
   rm -rf target/criterion
+  # The proxy group runs against the real peers and email-oauth2-proxy
+  # (pinned, in a virtual environment under target/).
+  if [ -z "${POSTERN_PEERS_ENV:-}" ]; then
+    tests/peers/install.sh
+    tests/peers/start.sh
+    trap 'tests/peers/stop.sh' EXIT
+    export POSTERN_PEERS_ENV="${POSTERN_PEERS_DIR:-/tmp/postern-peers}/env"
+  fi
+  if [ ! -x target/emailproxy/bin/emailproxy ]; then
+    python3 -m venv target/emailproxy
+    target/emailproxy/bin/pip install -q --disable-pip-version-check emailproxy==2026.7.3
+  fi
+  export POSTERN_EMAILPROXY="$PWD/target/emailproxy/bin/emailproxy"
   # The TCP_NODELAY shim for the fair lettre and mail-send rows.
   mkdir -p target
   cc -shared -fPIC -O2 -o target/nodelay.so benches/nodelay/nodelay.c -ldl
