@@ -17,7 +17,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use postern_proxy::{Account, NoTls, Proxy, ProxySettings, Upstream, hash_password};
 use postern_test_support::peers::{Peers, Server};
 use postern_tokio::smtp::ServerConfig;
-use postern_tokio::{PoolConfig, Tokio, Transport};
+use postern_tokio::{PoolConfig, Tokio};
 
 const CLIENTS: usize = 10;
 
