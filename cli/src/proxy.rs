@@ -77,6 +77,9 @@ struct ProxyOptions {
     auth_cache_seconds: u64,
     /// Seconds given to sessions in flight at shutdown.
     shutdown_grace_seconds: u64,
+    /// Local sessions open at once, over all listeners; more are answered
+    /// `421 4.3.2` and closed.
+    max_sessions: usize,
 }
 
 impl Default for ProxyOptions {
@@ -87,6 +90,7 @@ impl Default for ProxyOptions {
             max_message_size: 35 * 1024 * 1024,
             auth_cache_seconds: 900,
             shutdown_grace_seconds: 30,
+            max_sessions: 256,
         }
     }
 }
@@ -156,7 +160,7 @@ pub(crate) async fn run(args: ProxyArgs) -> Result<(), Failure> {
     }
     let bound = bind(&file).await?;
     let grace = Duration::from_secs(file.proxy.shutdown_grace_seconds);
-    serve(bound, grace).await
+    serve(bound, grace, file.proxy.max_sessions.max(1)).await
 }
 
 fn hash(password_env: Option<&str>) -> Result<(), Failure> {
@@ -359,8 +363,9 @@ async fn bind(file: &ProxyFile) -> Result<Vec<Bound>, Failure> {
     Ok(bound)
 }
 
-async fn serve(bound: Vec<Bound>, grace: Duration) -> Result<(), Failure> {
+async fn serve(bound: Vec<Bound>, grace: Duration, max_sessions: usize) -> Result<(), Failure> {
     let tracker = tokio_util::task::TaskTracker::new();
+    let sessions = Arc::new(tokio::sync::Semaphore::new(max_sessions));
     let mut proxies = Vec::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for b in bound {
@@ -377,6 +382,7 @@ async fn serve(bound: Vec<Bound>, grace: Duration) -> Result<(), Failure> {
         );
         proxies.push(b.proxy.clone());
         let tracker2 = tracker.clone();
+        let sessions = Arc::clone(&sessions);
         let mut stop = stop_rx.clone();
         tracker.spawn(async move {
             let tls = b.tls.map(Arc::new);
@@ -385,15 +391,27 @@ async fn serve(bound: Vec<Bound>, grace: Duration) -> Result<(), Failure> {
                     a = b.listener.accept() => a,
                     _ = stop.changed() => break,
                 };
-                let Ok((stream, _peer)) = accepted else {
+                let Ok((mut stream, _peer)) = accepted else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
+                    tracing::warn!(max_sessions, "session limit reached; refusing a connection");
+                    tracker2.spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stream
+                            .write_all(b"421 4.3.2 Too many sessions, try again later\r\n")
+                            .await;
+                        let _ = stream.shutdown().await;
+                    });
+                    continue;
+                };
                 let proxy = b.proxy.clone();
                 let config = b.config.clone();
                 let tls = tls.clone();
                 let implicit = b.implicit;
                 tracker2.spawn(async move {
+                    let _permit = permit;
                     match (implicit, tls) {
                         (true, Some(tls)) => match tls.accept(stream.compat()).await {
                             Ok(tls_stream) => proxy.serve(tls_stream, config, None::<&NoTls>).await,

@@ -516,3 +516,51 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
         "peak RSS grew from {before} KiB to {after} KiB for a 64 MiB message"
     );
 }
+
+/// Past `max_sessions`, a connection gets `421 4.3.2` and is closed; a
+/// session that ends frees its place.
+#[test]
+fn the_session_limit_refuses_with_421() {
+    use std::io::{BufRead, BufReader};
+    let Some(p) = Peers::get() else { return };
+    let dir = std::env::temp_dir().join(format!("postern-proxy-limit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (dovecot, postfix) = (free_port(), free_port());
+    let text =
+        config(&p, dovecot, postfix, "S").replace("[proxy]\n", "[proxy]\nmax_sessions = 1\n");
+    std::fs::write(dir.join("proxy.toml"), text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["proxy", "--config"])
+        .arg(dir.join("proxy.toml"))
+        .env_clear()
+        .env("S", "post-secret~2")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let greeting = |stream: &TcpStream| {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", dovecot)) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(greeting(&first).starts_with("220"));
+    let second = TcpStream::connect(("127.0.0.1", postfix)).unwrap();
+    let refused = greeting(&second);
+    drop(first);
+    std::thread::sleep(Duration::from_millis(200));
+    let third = TcpStream::connect(("127.0.0.1", dovecot)).unwrap();
+    let again = greeting(&third);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(refused.starts_with("421 4.3.2"), "{refused}");
+    assert!(again.starts_with("220"), "{again}");
+}

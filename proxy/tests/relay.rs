@@ -531,3 +531,25 @@ async fn local_starttls_offers_auth_only_after_the_handshake() {
         .unwrap();
     assert_eq!(s.upstream.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn plaintext_pipelined_after_starttls_is_dropped() {
+    let s = setup_with(
+        SmtpServerConfig::default(),
+        PoolConfig::default().max_connections(3),
+        true,
+    )
+    .await;
+    let (mut c, _) = Client::connect(s.port).await;
+    c.send("EHLO legacy.test").await;
+    // STARTTLS and a command behind it in one write: the injection of
+    // CVE-2011-0411. No 220: the session ends.
+    c.writer
+        .write_all(b"STARTTLS\r\nMAIL FROM:<app@example.com>\r\n")
+        .await
+        .unwrap();
+    let reply = c.reply().await;
+    assert!(reply.starts_with("421 4.7.0"), "{reply}");
+    assert_eq!(c.reply().await, "", "the connection is closed");
+    assert_eq!(s.upstream.connections(), 0);
+}
