@@ -95,10 +95,15 @@ upstream = {{ provider = "generic", token_url = "{}", allow_http_token_url = tru
 }
 
 fn start(p: &Peers, name: &str) -> Running {
+    start_on(p, name, free_port())
+}
+
+/// [`start`] with the Dovecot listener on `dovecot`.
+fn start_on(p: &Peers, name: &str, dovecot: u16) -> Running {
     let dir = std::env::temp_dir().join(format!("postern-proxy-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (dovecot, postfix) = (free_port(), free_port());
+    let postfix = free_port();
     std::fs::write(dir.join("proxy.toml"), config(p, dovecot, postfix, "S")).unwrap();
     let child = Command::new(BIN)
         .args(["proxy", "--config"])
@@ -563,4 +568,37 @@ fn the_session_limit_refuses_with_421() {
     let _ = child.wait();
     assert!(refused.starts_with("421 4.3.2"), "{refused}");
     assert!(again.starts_with("220"), "{again}");
+}
+
+/// Postfix as the appliance's MTA: a second Postfix instance of the peers
+/// relays through the proxy (`relayhost` is the proxy, SASL PLAIN with the
+/// local password), and the message reaches the Maildir through Dovecot.
+#[test]
+fn postfix_relays_through_the_proxy() {
+    let Some(p) = Peers::get() else { return };
+    let port: u16 = p.var("RELAY_PROXY_PORT").parse().unwrap();
+    let proxy = start_on(&p, "postfix-relay", port);
+    assert_eq!(proxy.dovecot, port);
+    let subject = unique("postfix-relay");
+    let o = swaks(
+        p.var("RELAY_SUBMIT_PORT").parse().unwrap(),
+        &[
+            "--from",
+            USER,
+            "--to",
+            "rcpt@example.com",
+            "--header",
+            &format!("Subject: {subject}"),
+            "--body",
+            "relayed by Postfix",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stored = p.wait_for_mail("rcpt", &subject, 1);
+    assert!(stored[0].contains("relayed by Postfix"));
+    assert!(
+        stored[0].contains("relay.postern.test"),
+        "it went through the relay instance: {}",
+        stored[0]
+    );
 }

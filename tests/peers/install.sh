@@ -13,6 +13,8 @@ need=()
 [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
 command -v swaks >/dev/null || need+=(swaks)
 command -v msmtp >/dev/null || need+=(msmtp)
+# Postfix's SMTP client needs Cyrus SASL's PLAIN module to log in to the proxy.
+ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 || need+=(libsasl2-modules)
 if [ ${#need[@]} -gt 0 ]; then
   # Keep package installs from starting daemons (Debian's policy-rc.d hook).
   if [ ! -e /usr/sbin/policy-rc.d ]; then

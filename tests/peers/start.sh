@@ -219,6 +219,48 @@ dovecot -c "$DC/dovecot.conf"
 postfix -c "$PF/etc" check >/dev/null 2>&1 || true
 postfix -c "$PF/etc" start >/dev/null 2>&1
 
+# --- A second Postfix, a relay client of `postern proxy`: mail injected on
+# RELAY_SUBMIT_PORT goes to relayhost 127.0.0.1:RELAY_PROXY_PORT (where
+# the proxy tests start the proxy) with SASL PLAIN and the proxy's local
+# password, as an appliance's MTA would.
+RELAY_SUBMIT_PORT=$((BASE + 26))
+RELAY_PROXY_PORT=$((BASE + 27))
+PR="$DIR/postfix-relay"
+mkdir -p "$PR/etc" "$PR/queue" "$PR/data"
+chown -R postfix:postfix "$PR/data"
+cat > "$PR/etc/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $PR/queue
+data_directory = $PR/data
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = relay.postern.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:$RELAY_PROXY_PORT
+disable_dns_lookups = yes
+smtp_dns_support_level = disabled
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = static:sender@example.com:local-password-1
+smtp_sasl_security_options = noanonymous
+smtp_tls_security_level = none
+smtpd_recipient_restrictions = permit_mynetworks, reject
+maillog_file = $DIR/postfix-relay.log
+maillog_file_prefixes = $DIR
+message_size_limit = 0
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+CONF
+{
+  echo "127.0.0.1:$RELAY_SUBMIT_PORT inet n - n - - smtpd"
+  sed -n '/^pickup/,$p' "$PF/etc/master.cf"
+} > "$PR/etc/master.cf"
+postfix -c "$PR/etc" check >/dev/null 2>&1 || true
+postfix -c "$PR/etc" start >/dev/null 2>&1
+
 # --- tinyproxy: the HTTPS proxy token requests go through in the proxy
 # tests (CONNECT to any loopback port; the default allows every port when
 # no ConnectPort line is given).
@@ -267,6 +309,8 @@ DOVECOT_SUBMISSIONS_PORT=$DOVECOT_SUBMISSIONS_PORT
 POSTFIX_SUBMISSION_PORT=$POSTFIX_SUBMISSION_PORT
 POSTFIX_SUBMISSIONS_PORT=$POSTFIX_SUBMISSIONS_PORT
 DELIVERY_PORT=$DELIVERY_PORT
+RELAY_SUBMIT_PORT=$RELAY_SUBMIT_PORT
+RELAY_PROXY_PORT=$RELAY_PROXY_PORT
 TOKEN_TTL=$TTL
 PROXY_URL=http://127.0.0.1:$PROXY_PORT
 PROXY_LOG=$DIR/tinyproxy/tinyproxy.log

@@ -6,6 +6,9 @@ DIR="${POSTERN_PEERS_DIR:-/tmp/postern-peers}"
 if [ -f "$DIR/postfix/etc/main.cf" ]; then
   postfix -c "$DIR/postfix/etc" stop >/dev/null 2>&1 || true
 fi
+if [ -f "$DIR/postfix-relay/etc/main.cf" ]; then
+  postfix -c "$DIR/postfix-relay/etc" stop >/dev/null 2>&1 || true
+fi
 if [ -f "$DIR/dovecot/dovecot.conf" ]; then
   doveadm -c "$DIR/dovecot/dovecot.conf" stop >/dev/null 2>&1 || true
 fi
