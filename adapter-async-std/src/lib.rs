@@ -162,6 +162,8 @@ pub type TransportBuilder = postern_transport::TransportBuilder<AsyncStd>;
 pub type RelayTransaction = postern_transport::RelayTransaction<AsyncStd>;
 /// How [`Transport::relay`] ended.
 pub type RelayStart = postern_transport::RelayStart<AsyncStd>;
+/// How [`RelayTransaction::data`] ended.
+pub type RelayData = postern_transport::RelayData<AsyncStd>;
 
 /// A message streamed from a `futures-io` reader (an `async_std::fs::File`,
 /// a smol `Unblock`) in [`READ_CHUNK`] pieces: constant memory whatever its

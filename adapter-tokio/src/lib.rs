@@ -168,6 +168,8 @@ pub type TransportBuilder = postern_transport::TransportBuilder<Tokio>;
 pub type RelayTransaction = postern_transport::RelayTransaction<Tokio>;
 /// How [`Transport::relay`] ended.
 pub type RelayStart = postern_transport::RelayStart<Tokio>;
+/// How [`RelayTransaction::data`] ended.
+pub type RelayData = postern_transport::RelayData<Tokio>;
 
 /// A message streamed from a tokio reader (a `tokio::fs::File`, a pipe) in
 /// [`READ_CHUNK`] pieces: constant memory whatever its size.

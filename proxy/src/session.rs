@@ -14,7 +14,7 @@ use postern_smtp::{
     AuthRequest, Envelope, MailRequest, Mailbox, Reply, Server, ServerConfig, ServerEvent,
 };
 use postern_transport::runtime::{Runtime, Sleep, Stream};
-use postern_transport::{Error, RelayStart, RelayTransaction, Transport};
+use postern_transport::{Error, RelayData, RelayStart, RelayTransaction, Transport};
 
 use crate::local::{Local, LocalTls};
 use crate::policy::{check_sender, lacks_extension, upstream_body, upstream_failure};
@@ -350,7 +350,7 @@ impl<'a, R: Runtime, S: Stream, U: LocalTls<S>> Session<'a, R, S, U> {
         let Some(txn) = self.txn.as_mut() else {
             return Some(upstream_failure(&Error::Shutdown));
         };
-        let Some(upstream) = txn.upstream.as_mut() else {
+        let Some(upstream) = txn.upstream.take() else {
             return Some(
                 txn.failed
                     .clone()
@@ -358,10 +358,17 @@ impl<'a, R: Runtime, S: Stream, U: LocalTls<S>> Session<'a, R, S, U> {
             );
         };
         match upstream.data().await {
-            Ok(None) => None,
-            Ok(Some(refusal)) => {
+            Ok(RelayData::Body(upstream)) => {
+                txn.upstream = Some(upstream);
+                None
+            }
+            Ok(RelayData::Refused(refusal)) => {
                 self.txn = None;
                 Some(refusal.relayable())
+            }
+            Ok(_) => {
+                self.txn = None;
+                Some(upstream_failure(&Error::Shutdown))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "upstream DATA failed");

@@ -80,7 +80,7 @@ pub use mail_builder;
 pub use message::{Message, READ_CHUNK};
 pub use oauth2::{Assertion, Auth, ClientCredential, OAuth2, TokenGrant};
 pub use pool::PoolConfig;
-pub use relay::{RelayStart, RelayTransaction};
+pub use relay::{RelayData, RelayStart, RelayTransaction};
 pub use stub::{Sent, StubTransport};
 pub use tls::{TlsOptions, crypto_provider};
 pub use transport::{Transport, TransportBuilder, TransportStats};

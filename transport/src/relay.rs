@@ -26,6 +26,16 @@ pub enum RelayStart<R: Runtime> {
     Refused(Reply),
 }
 
+/// How [`RelayTransaction::data`] ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RelayData<R: Runtime> {
+    /// Upstream takes the content: the transaction, now in its body.
+    Body(RelayTransaction<R>),
+    /// Upstream refused; nothing is open.
+    Refused(Reply),
+}
+
 /// An open relayed transaction. End it with [`RelayTransaction::finish`]
 /// after the content, or [`RelayTransaction::abandon`]; dropped otherwise,
 /// its connection is closed (never reused half-way through a transaction).
@@ -92,14 +102,11 @@ impl<R: Runtime> Transport<R> {
 }
 
 impl<R: Runtime> RelayTransaction<R> {
-    /// The connection, while the transaction is open (after a refused
-    /// [`RelayTransaction::data`] it is not).
+    /// The connection. It is only taken by the methods that end the
+    /// transaction, which consume it, so it is always there; `Shutdown`
+    /// stands for the impossible case.
     fn conn(&mut self) -> Result<&mut Connection<R>, Error> {
-        self.conn.as_deref_mut().ok_or(Error::Command(Box::new(
-            postern_smtp::CommandError::NotReady {
-                state: "the relayed transaction is over",
-            },
-        )))
+        self.conn.as_deref_mut().ok_or(Error::Shutdown)
     }
 
     /// Sends RCPT and returns upstream's reply to it.
@@ -107,16 +114,18 @@ impl<R: Runtime> RelayTransaction<R> {
         self.conn()?.relay_rcpt(recipient.into()).await
     }
 
-    /// Ends the envelope. `Ok(None)`: upstream takes the content (write it
-    /// with [`RelayTransaction::write`]). `Ok(Some(reply))`: upstream
-    /// refused (the DATA reply, or a reply saying no recipient was
-    /// accepted); the transaction is over.
-    pub async fn data(&mut self) -> Result<Option<Reply>, Error> {
-        let outcome = self.conn()?.relay_data().await?;
-        if outcome.is_some() {
-            self.release().await;
+    /// Ends the envelope. [`RelayData::Body`]: upstream takes the content
+    /// (write it with [`RelayTransaction::write`]). [`RelayData::Refused`]:
+    /// upstream refused (the DATA reply, or a reply saying no recipient was
+    /// accepted) and the transaction is over.
+    pub async fn data(mut self) -> Result<RelayData<R>, Error> {
+        match self.conn()?.relay_data().await? {
+            None => Ok(RelayData::Body(self)),
+            Some(refusal) => {
+                self.release().await;
+                Ok(RelayData::Refused(refusal))
+            }
         }
-        Ok(outcome)
     }
 
     /// Passes content bytes on (line ends made CRLF and dots stuffed by the
