@@ -54,7 +54,7 @@ fi
   cat target/criterion/cpu.txt 2>/dev/null || true
   echo "### memory"
   echo
-  cat target/criterion/memory.txt target/criterion/peak-rss.txt 2>/dev/null || true
+  cat target/criterion/memory.txt target/criterion/peak-rss.txt target/criterion/proxy-rss.txt 2>/dev/null || true
   echo
   cat benches/reading.md
 } > BENCHMARKS.md

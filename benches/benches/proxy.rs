@@ -166,6 +166,60 @@ fn email_proxy(p: &Peers, command: &str) -> EmailProxy {
     EmailProxy { child, port }
 }
 
+/// Resident memory of process `pid` (VmRSS), KiB.
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Idle local sessions opened at once for the memory line.
+const IDLE_SESSIONS: u64 = 50;
+
+/// Opens [`IDLE_SESSIONS`] sessions on `port`, each logged in (AUTH PLAIN)
+/// and left open, and returns the growth of `pid`'s resident memory per
+/// session, in KiB (with the figures before and after).
+fn rss_per_session(port: u16, pid: &str) -> (f64, u64, u64) {
+    use std::io::{BufRead, BufReader, Write};
+    // base64 of "\0sender@example.com\0local-password-1".
+    const PLAIN: &str = "AHNlbmRlckBleGFtcGxlLmNvbQBsb2NhbC1wYXNzd29yZC0x";
+    let before = rss_kib(pid);
+    let mut open = Vec::new();
+    for _ in 0..IDLE_SESSIONS {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream;
+        let mut line = String::new();
+        let mut until = |reader: &mut BufReader<TcpStream>, code: &str| loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.starts_with(code) {
+                break;
+            }
+        };
+        until(&mut reader, "220 ");
+        writer.write_all(b"EHLO bench\r\n").expect("write");
+        until(&mut reader, "250 ");
+        writer
+            .write_all(format!("AUTH PLAIN {PLAIN}\r\n").as_bytes())
+            .expect("write");
+        until(&mut reader, "235");
+        open.push((reader, writer));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_kib(pid);
+    drop(open);
+    (
+        after.saturating_sub(before) as f64 / IDLE_SESSIONS as f64,
+        before,
+        after,
+    )
+}
+
 fn bench(c: &mut Criterion) {
     let Some(p) = Peers::get() else { return };
     // The direct rows: clients that do OAuth2 themselves, with a token
@@ -238,6 +292,28 @@ fn bench(c: &mut Criterion) {
         }
     }
     group.finish();
+    // Memory per idle local session, written next to criterion's results.
+    let mut lines = Vec::new();
+    let own = std::process::id().to_string();
+    for t in &targets[1..] {
+        let pid = match t.name {
+            "postern-proxy" => own.clone(),
+            _ => _email_proxy
+                .as_ref()
+                .map(|e| e.child.id().to_string())
+                .unwrap_or_default(),
+        };
+        let (per, before, after) = rss_per_session(t.port, &pid);
+        lines.push(format!(
+            "{}: {per:.0} KiB resident per idle local session ({IDLE_SESSIONS} sessions after AUTH: {before} KiB before, {after} KiB with them open).\n",
+            t.name
+        ));
+    }
+    let text = lines.concat();
+    eprint!("{text}");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/criterion");
+    let _ = std::fs::create_dir_all(dir);
+    let _ = std::fs::write(format!("{dir}/proxy-rss.txt"), text);
 }
 
 criterion_group!(benches, bench);

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,26 +105,46 @@ fn start_on(p: &Peers, name: &str, dovecot: u16) -> Running {
     std::fs::create_dir_all(&dir).unwrap();
     let postfix = free_port();
     std::fs::write(dir.join("proxy.toml"), config(p, dovecot, postfix, "S")).unwrap();
-    let child = Command::new(BIN)
-        .args(["proxy", "--config"])
-        .arg(dir.join("proxy.toml"))
-        .env_clear()
-        .env("S", "post-secret~2")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", postfix)).is_err() {
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = launch(
+        &dir,
+        "--config",
+        "proxy.toml",
+        &[("S", "post-secret~2")],
+        postfix,
+    );
     Running {
         child,
         dovecot,
         postfix,
         dir,
     }
+}
+
+/// Starts `postern proxy OPTION DIR/FILE` with only `env`, its log in
+/// `DIR/proxy.log`, and waits until `port` accepts (failing with the log
+/// if the proxy exits first).
+fn launch(dir: &Path, option: &str, file: &str, env: &[(&str, &str)], port: u16) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["proxy", option])
+        .arg(dir.join(file))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the proxy exited ({status}): {}",
+                std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 fn swaks(port: u16, args: &[&str]) -> Output {
@@ -409,27 +429,8 @@ postern_password_hash = {}
         p.var("CA_FILE"),
         hash(PASSWORD),
     );
-    let file = dir.join("emailproxy.config");
-    std::fs::write(&file, ini).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["proxy", "--emailproxy-config"])
-        .arg(&file)
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("proxy.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the proxy exited ({status}): {}",
-                std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    std::fs::write(dir.join("emailproxy.config"), ini).unwrap();
+    let mut child = launch(&dir, "--emailproxy-config", "emailproxy.config", &[], port);
     let subject = unique("ini");
     let o = swaks(
         port,

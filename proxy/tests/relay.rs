@@ -170,6 +170,21 @@ impl Client {
         self.reply().await
     }
 
+    /// Logged in, MAIL and RCPT accepted, DATA answered `354`.
+    async fn to_data(port: u16) -> Client {
+        let (mut c, reply) = Client::login(port, LOCAL_PASSWORD).await;
+        assert!(reply.starts_with("235"), "{reply}");
+        for (line, code) in [
+            ("MAIL FROM:<app@example.com>", "250"),
+            ("RCPT TO:<rcpt@example.com>", "250"),
+            ("DATA", "354"),
+        ] {
+            let reply = c.send(line).await;
+            assert!(reply.starts_with(code), "{line}: {reply}");
+        }
+        c
+    }
+
     async fn login(port: u16, password: &str) -> (Client, String) {
         let (mut c, _) = Client::connect(port).await;
         c.send("EHLO legacy.test").await;
@@ -404,18 +419,7 @@ async fn upstream_gone_after_the_content_is_never_a_250() {
         ..Default::default()
     })
     .await;
-    let (mut c, _) = Client::login(s.port, LOCAL_PASSWORD).await;
-    assert!(
-        c.send("MAIL FROM:<app@example.com>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        c.send("RCPT TO:<rcpt@example.com>")
-            .await
-            .starts_with("250")
-    );
-    assert!(c.send("DATA").await.starts_with("354"));
+    let mut c = Client::to_data(s.port).await;
     let reply = c.send("Subject: x\r\n\r\nbody\r\n.").await;
     assert!(reply.starts_with("451 4.4.2"), "{reply}");
     assert!(reply.contains("may have been delivered"), "{reply}");
@@ -480,18 +484,7 @@ async fn upstream_dying_mid_content_gives_a_transient_reply() {
         let config = ServerConfig::default().plaintext_auth(true);
         proxy.serve(stream.compat(), config, None::<&NoTls>).await;
     });
-    let (mut c, _) = Client::login(port, LOCAL_PASSWORD).await;
-    assert!(
-        c.send("MAIL FROM:<app@example.com>")
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        c.send("RCPT TO:<rcpt@example.com>")
-            .await
-            .starts_with("250")
-    );
-    assert!(c.send("DATA").await.starts_with("354"));
+    let mut c = Client::to_data(port).await;
     let line = "x".repeat(900);
     for _ in 0..2000 {
         c.writer.write_all(line.as_bytes()).await.unwrap();

@@ -462,23 +462,31 @@ impl<R: Runtime> Connection<R> {
 
     /// Writes what the client has to send.
     async fn write_pending(&mut self) -> Result<(), Error> {
-        poll_fn(|cx| {
-            while let Some(out) = self.client.poll_transmit() {
-                match self.stream.poll_write(cx, out) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.client.advance_transmit(n);
-                        self.flushed = false;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                    Poll::Pending => return Poll::Pending,
+        poll_fn(|cx| self.poll_transmit_all(cx, &mut false)).await
+    }
+
+    /// Writes the client's pending bytes until none are left (`Ready`) or
+    /// the socket blocks (`Pending`); `wrote` is set when any went out.
+    fn poll_transmit_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        wrote: &mut bool,
+    ) -> Poll<Result<(), Error>> {
+        while let Some(out) = self.client.poll_transmit() {
+            match self.stream.poll_write(cx, out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
                 }
+                Poll::Ready(Ok(n)) => {
+                    self.client.advance_transmit(n);
+                    self.flushed = false;
+                    *wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(Ok(()))
-        })
-        .await
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// The pipelined-transaction count since the last call.
@@ -617,19 +625,8 @@ impl<R: Runtime> Connection<R> {
         for _ in 0..BUDGET {
             let mut progress = false;
             // 1. Transmit.
-            while let Some(out) = self.client.poll_transmit() {
-                match self.stream.poll_write(cx, out) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(Error::Io(io::ErrorKind::WriteZero.into())));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.client.advance_transmit(n);
-                        self.flushed = false;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
-                    Poll::Pending => break,
-                }
+            if let Poll::Ready(Err(e)) = self.poll_transmit_all(cx, &mut progress) {
+                return Poll::Ready(Err(e));
             }
             if !self.flushed && self.client.poll_transmit().is_none() {
                 match self.stream.poll_flush(cx) {
