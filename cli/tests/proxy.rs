@@ -603,3 +603,72 @@ fn postfix_relays_through_the_proxy() {
         stored[0]
     );
 }
+
+/// SIGTERM: the proxy stops accepting at once, lets the transaction in
+/// flight finish (its message is delivered), then exits cleanly.
+#[test]
+fn sigterm_finishes_the_transaction_in_flight() {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader};
+    let Some(p) = Peers::get() else { return };
+    let mut proxy = start(&p, "shutdown");
+    let stream = TcpStream::connect(("127.0.0.1", proxy.dovecot)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let reply = |reader: &mut BufReader<TcpStream>| {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    };
+    assert!(reply(&mut reader).starts_with("220"));
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{USER}\0{PASSWORD}"));
+    let subject = unique("sigterm");
+    for (line, code) in [
+        ("EHLO legacy.test".to_owned(), "250"),
+        (format!("AUTH PLAIN {plain}"), "235"),
+        (format!("MAIL FROM:<{USER}>"), "250"),
+        ("RCPT TO:<rcpt@example.com>".to_owned(), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        let r = reply(&mut reader);
+        assert!(r.starts_with(code), "{line}: {r}");
+    }
+    writer
+        .write_all(format!("Subject: {subject}\r\n\r\nhalf of it\r\n").as_bytes())
+        .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        TcpStream::connect(("127.0.0.1", proxy.dovecot)).is_err(),
+        "no new sessions after SIGTERM"
+    );
+    writer.write_all(b"the rest\r\n.\r\n").unwrap();
+    let done = reply(&mut reader);
+    assert!(done.starts_with("250"), "{done}");
+    writer.write_all(b"QUIT\r\n").unwrap();
+    assert!(reply(&mut reader).starts_with("221"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    let stored = p.wait_for_mail("rcpt", &subject, 1);
+    assert!(stored[0].contains("half of it") && stored[0].contains("the rest"));
+}
