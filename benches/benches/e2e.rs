@@ -99,7 +99,8 @@ fn loopback(c: &mut Criterion) {
     let body: Arc<[u8]> = message().into();
     let mut group = c.benchmark_group("loopback-1KiB-to-smtp-sink");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(8));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
     for sessions in [1usize, 10] {
         group.throughput(Throughput::Elements((PER_SESSION * sessions) as u64));
         let b1 = Arc::clone(&body);
@@ -309,7 +310,8 @@ fn one_gib_over_tls(c: &mut Criterion) {
     let raw_port = rt.block_on(tls_discard_server(&pki));
     let mut group = c.benchmark_group("1GiB-over-TLS");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
+    group.warm_up_time(Duration::from_secs(2));
+    group.measurement_time(Duration::from_secs(12));
     group.throughput(Throughput::Bytes(GIB));
     group.bench_function("postern-tokio-starttls", |b| {
         b.iter_custom(|iters| {

@@ -274,8 +274,8 @@ fn bench(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("proxy-1KiB-10-clients");
     group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(2));
-    group.measurement_time(Duration::from_secs(8));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(1));
     for mode in ["persistent", "per-message"] {
         for t in &targets {

@@ -294,5 +294,13 @@ fn transactions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, body, replies, transactions);
+/// Short warm-up and measurement for nanosecond-scale work: criterion
+/// still takes 100 samples, and the whole suite stays near ten minutes.
+fn quick() -> Criterion {
+    Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+}
+
+criterion_group!(name = benches; config = quick(); targets = body, replies, transactions);
 criterion_main!(benches);
