@@ -26,12 +26,15 @@ pub(crate) enum Note {
 
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Note::Taken(t) => write!(f, "taken:   {t}"),
-            Note::Fixed(t) => write!(f, "fixed:   {t}"),
-            Note::Ignored(t) => write!(f, "ignored: {t}"),
-            Note::Wrong(t) => write!(f, "WRONG:   {t}"),
-        }
+        // Section names, keys and values come from the file: shown
+        // through the sanitizer, whatever they hold.
+        let (label, text) = match self {
+            Note::Taken(t) => ("taken:  ", t),
+            Note::Fixed(t) => ("fixed:  ", t),
+            Note::Ignored(t) => ("ignored:", t),
+            Note::Wrong(t) => ("WRONG:  ", t),
+        };
+        write!(f, "{label} {}", postern_tokio::oauth::sanitize(text, 1000))
     }
 }
 

@@ -280,6 +280,14 @@ fn accounts(file: &ProxyFile, listener: &ListenerConfig) -> Result<Vec<Account<T
                     .map_err(|e| usage(format!("account {}: alias {s:?}: {e}", a.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if is_catch_all(&a.name) && a.upstream.refresh_token_file.is_some() {
+            // One transport per mailbox would each redeem and rotate the
+            // same refresh token, and all but one would lose it.
+            return Err(usage(format!(
+                "account {}: a catch-all account cannot use one user's refresh_token_file; list the mailbox as its own account",
+                a.name
+            )));
+        }
         let upstream = if is_catch_all(&a.name) {
             // Checked now with a stand-in mailbox, built per login later.
             let probe = format!(

@@ -672,3 +672,47 @@ fn sigterm_finishes_the_transaction_in_flight() {
     let stored = p.wait_for_mail("rcpt", &subject, 1);
     assert!(stored[0].contains("half of it") && stored[0].contains("the rest"));
 }
+
+/// A catch-all account cannot share one user's refresh token: each mailbox
+/// would redeem and rotate it, and all but one would lose it. Refused at
+/// start, before anything listens.
+#[test]
+fn a_catch_all_account_with_a_refresh_token_is_refused() {
+    let dir = std::env::temp_dir().join(format!("postern-proxy-rt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("proxy.toml"),
+        format!(
+            r#"[[listener]]
+listen = "127.0.0.1:{port}"
+upstream = {{ host = "localhost", port = 587 }}
+
+[[account]]
+name = "@example.com"
+password_hash = "{}"
+upstream = {{ provider = "microsoft", tenant = "contoso", client_id = "app", refresh_token_file = "{}" }}
+"#,
+            hash(PASSWORD),
+            dir.join("refresh-token").display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["proxy", "--config"])
+        .arg(dir.join("proxy.toml"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot use one user's refresh_token_file"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nothing listens"
+    );
+}

@@ -143,8 +143,7 @@ pub(crate) struct Inner<R: Runtime> {
 
 impl<R: Runtime> Inner<R> {
     pub(crate) fn account_index(&self, user: &str) -> Option<usize> {
-        let found = policy::find_account(&self.accounts, |a| a.name.as_str(), user)?;
-        self.accounts.iter().position(|a| std::ptr::eq(a, found))
+        policy::find_account(&self.accounts, |a| a.name.as_str(), user)
     }
 
     /// The transport for `user` on account `index`.

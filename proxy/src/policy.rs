@@ -2,29 +2,22 @@
 //! which senders an account may use, and what the local client is told
 //! when upstream fails.
 
-use postern_smtp::{BodyType, CommandError, Mailbox, Reply, ReversePath};
+use postern_smtp::{BodyType, Mailbox, Reply, ReversePath};
 use postern_transport::Error;
 
-/// The account for a local user name: the exact name, else a catch-all
-/// for its domain (`@example.com`), else the catch-all `@`. Names compare
-/// without regard to ASCII case.
-pub fn find_account<'a, A>(
-    accounts: &'a [A],
-    name_of: impl Fn(&A) -> &str,
-    user: &str,
-) -> Option<&'a A> {
-    let exact = accounts
-        .iter()
-        .find(|a| name_of(a).eq_ignore_ascii_case(user));
+/// The index of the account for a local user name: the exact name, else
+/// a catch-all for its domain (`@example.com`), else the catch-all `@`.
+/// Names compare without regard to ASCII case.
+pub fn find_account<A>(accounts: &[A], name_of: impl Fn(&A) -> &str, user: &str) -> Option<usize> {
+    let named = |name: &str| {
+        accounts
+            .iter()
+            .position(|a| name_of(a).eq_ignore_ascii_case(name))
+    };
     let domain = user.rsplit_once('@').map(|(_, d)| format!("@{d}"));
-    exact
-        .or_else(|| {
-            let domain = domain.as_deref()?;
-            accounts
-                .iter()
-                .find(|a| name_of(a).eq_ignore_ascii_case(domain))
-        })
-        .or_else(|| accounts.iter().find(|a| name_of(a) == "@"))
+    named(user)
+        .or_else(|| named(domain.as_deref()?))
+        .or_else(|| named("@"))
 }
 
 /// Whether `from` may be used by a client logged in as `user` on an
@@ -76,11 +69,14 @@ pub fn upstream_body(local: BodyType) -> BodyType {
     }
 }
 
-/// `true` when `error` says upstream lacks an SMTP extension the envelope
-/// asked for (nothing was sent).
+/// The SMTP extension upstream lacks, when `error` says that is why the
+/// envelope was not sent (the SMTP core's judgment).
 #[must_use]
-pub fn lacks_extension(error: &Error) -> bool {
-    matches!(error, Error::Command(c) if matches!(**c, CommandError::ExtensionRequired { .. }))
+pub fn lacks_extension(error: &Error) -> Option<&'static str> {
+    match error {
+        Error::Command(c) => c.missing_extension(),
+        _ => None,
+    }
 }
 
 /// What the local client is told when the upstream step failed with
@@ -92,15 +88,14 @@ pub fn lacks_extension(error: &Error) -> bool {
 /// no retry fixes.
 pub fn upstream_failure(error: &Error) -> Reply {
     use postern_common::Stage;
-    if let Error::Command(c) = error
-        && let CommandError::ExtensionRequired { extension, reason } = **c
-    {
+    if let Some(extension) = lacks_extension(error) {
         let (code, enhanced) = if extension == "SMTPUTF8" {
             (554, "5.6.9")
         } else {
             (555, "5.5.4")
         };
-        let text = format!("{enhanced} Upstream does not offer {extension}, needed for {reason}");
+        let text =
+            format!("{enhanced} Upstream does not offer {extension}, which this message needs");
         if let Some(reply) = Reply::new(code, &[text]) {
             return reply;
         }
@@ -133,6 +128,7 @@ pub fn upstream_failure(error: &Error) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_smtp::CommandError;
 
     fn mb(s: &str) -> Mailbox {
         Mailbox::parse(s).expect("valid")
@@ -141,7 +137,7 @@ mod tests {
     #[test]
     fn accounts_exact_then_domain_then_catch_all() {
         let accounts = ["app@example.com", "@example.com", "@"];
-        let find = |u: &str| find_account(&accounts, |a| a, u).copied();
+        let find = |u: &str| find_account(&accounts, |a| a, u).map(|i| accounts[i]);
         assert_eq!(find("APP@example.com"), Some("app@example.com"));
         assert_eq!(find("other@example.com"), Some("@example.com"));
         assert_eq!(find("x@elsewhere.org"), Some("@"));

@@ -281,7 +281,11 @@ impl<'a, R: Runtime, S: Stream, U: LocalTls<S>> Session<'a, R, S, U> {
         };
         let aliases = self.account().map_or(&[][..], |a| &a.aliases[..]);
         if let Err(refusal) = check_sender(user, aliases, &mail.from) {
-            tracing::info!(user = %postern_common::sanitize(user, 200), from = %mail.from, "sender refused");
+            tracing::info!(
+                user = %postern_common::sanitize(user, 200),
+                from = %postern_common::sanitize(&mail.from.to_string(), 300),
+                "sender refused"
+            );
             return refusal;
         }
         let mut envelope = Envelope::new(mail.from.clone(), std::iter::empty::<Mailbox>());
@@ -294,7 +298,9 @@ impl<'a, R: Runtime, S: Stream, U: LocalTls<S>> Session<'a, R, S, U> {
         let transport = transport.clone();
         let started = self.inner.rt.now();
         let mut result = transport.relay(&envelope).await;
-        if envelope.body != mail.body && result.as_ref().is_err_and(lacks_extension) {
+        if envelope.body != mail.body
+            && result.as_ref().is_err_and(|e| lacks_extension(e).is_some())
+        {
             envelope.body = mail.body;
             result = transport.relay(&envelope).await;
         }

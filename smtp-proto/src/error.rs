@@ -287,6 +287,17 @@ impl fmt::Display for CommandError {
 impl std::error::Error for CommandError {}
 
 impl CommandError {
+    /// The SMTP extension the server lacks, when that is why the command
+    /// was refused before anything was sent (a relay retries without the
+    /// parameter, or tells its own client that no retry will help).
+    #[must_use]
+    pub fn missing_extension(&self) -> Option<&'static str> {
+        match self {
+            CommandError::ExtensionRequired { extension, .. } => Some(extension),
+            _ => None,
+        }
+    }
+
     /// `true` when the same command may succeed later unchanged: only when
     /// the connection failed transiently. A missing extension, a message
     /// over SIZE or unusable credentials stay so.
