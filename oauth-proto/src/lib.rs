@@ -71,6 +71,7 @@ pub mod provider;
 pub mod proxy;
 pub mod request;
 pub mod response;
+pub mod shared;
 pub mod url;
 
 pub use authorize::{AuthorizationRequest, RedirectError, parse_redirect};

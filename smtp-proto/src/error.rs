@@ -145,6 +145,18 @@ impl Error {
         }
     }
 
+    /// What the server's reply says about the mailbox's sending limits
+    /// ([`crate::limits::classify`]): a refused session or a `421`.
+    #[must_use]
+    pub fn limit_signal(&self) -> Option<crate::limits::LimitSignal> {
+        match self {
+            Error::Refused { reply, .. }
+            | Error::ServiceUnavailable { reply, .. }
+            | Error::StartTlsRefused { reply } => crate::limits::classify(reply),
+            _ => None,
+        }
+    }
+
     /// `true` when the connection ended while the client waited for the
     /// reply to MAIL, RCPT or DATA: no byte of the message had been sent, so
     /// the server cannot have accepted it, and sending it again on a new

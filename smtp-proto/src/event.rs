@@ -216,6 +216,13 @@ impl TransactionReport {
         self.decisive_reply().is_some_and(Reply::is_transient)
     }
 
+    /// What the decisive reply says about the mailbox's sending limits
+    /// ([`crate::limits::classify`]).
+    #[must_use]
+    pub fn limit_signal(&self) -> Option<crate::limits::LimitSignal> {
+        self.decisive_reply().and_then(crate::limits::classify)
+    }
+
     /// The admin diagnosis of the decisive reply, when it is a known one.
     #[must_use]
     pub fn diagnosis(&self) -> Option<Diagnosis> {

@@ -128,6 +128,7 @@ pub mod command;
 mod content;
 pub mod diagnose;
 pub mod ehlo;
+pub mod limits;
 mod error;
 mod event;
 pub mod reply;
