@@ -561,6 +561,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 
