@@ -49,6 +49,11 @@ const http = require('node:http');
     { client_id: 'public-client', token_endpoint_auth_method: 'none', application_type: 'native',
       grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
       redirect_uris: redirect, response_types: ['code'], scope: 'openid offline_access mail' },
+    // Tokens of short-public live SHORT_TTL seconds and its refresh tokens
+    // rotate (a public client): the many-instances tests.
+    { client_id: 'short-public', token_endpoint_auth_method: 'none', application_type: 'native',
+      grant_types: ['authorization_code', 'refresh_token'],
+      redirect_uris: redirect, response_types: ['code'], scope: 'openid offline_access mail' },
     { client_id: 'dovecot', client_secret: 'dovecot-secret', token_endpoint_auth_method: 'client_secret_basic',
       grant_types: [], redirect_uris: [], response_types: [] },
   ];
@@ -91,7 +96,7 @@ const http = require('node:http');
     },
     issueRefreshToken: (ctx, client) => client.grantTypeAllowed('refresh_token'),
     ttl: {
-      AccessToken: ttl,
+      AccessToken: (ctx, token, client) => (client && client.clientId === 'short-public' ? shortTtl : ttl),
       // short-client's tokens live SHORT_TTL seconds (expiry tests).
       ClientCredentials: (ctx, token, client) => (client && client.clientId === 'short-client' ? shortTtl : ttl),
       RefreshToken: 86400,
@@ -136,6 +141,18 @@ const http = require('node:http');
     if (!issued.has(token.clientId)) issued.set(token.clientId, []);
     issued.get(token.clientId).push(token);
   });
+  // Test hook: /stats/ID counts token requests by outcome and grant type.
+  const stats = new Map();
+  const count = (ctx, outcome) => {
+    const id = (ctx.oidc && ctx.oidc.client && ctx.oidc.client.clientId) || '?';
+    const grant = (ctx.oidc && ctx.oidc.params && ctx.oidc.params.grant_type) || '?';
+    if (!stats.has(id)) stats.set(id, {});
+    const s = stats.get(id);
+    const k = `${outcome}:${grant}`;
+    s[k] = (s[k] || 0) + 1;
+  };
+  provider.on('grant.success', (ctx) => count(ctx, 'success'));
+  provider.on('grant.error', (ctx, err) => { count(ctx, `error-${err.error || 'other'}`); });
   const callback = provider.callback();
   const server = http.createServer(async (req, res) => {
     try {
@@ -146,6 +163,26 @@ const http = require('node:http');
         for (const t of tokens) await t.destroy();
         issued.set(id, []);
         res.end(`revoked ${tokens.length}`);
+        return;
+      }
+      if (req.url.startsWith('/stats/')) {
+        const id = decodeURIComponent(req.url.slice('/stats/'.length));
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(stats.get(id) || {}));
+        return;
+      }
+      // Test hook: /mint-refresh/ID/ACCOUNT issues a refresh token for that
+      // client and account, as an authorization-code flow would have.
+      if (req.url.startsWith('/mint-refresh/')) {
+        const [id, account] = req.url.slice('/mint-refresh/'.length).split('/').map(decodeURIComponent);
+        const client = await provider.Client.find(id);
+        if (!client) { res.statusCode = 404; return res.end('no such client'); }
+        const scope = 'openid offline_access mail';
+        const grant = new provider.Grant({ accountId: account, clientId: id });
+        grant.addOIDCScope(scope);
+        const grantId = await grant.save();
+        const rt = new provider.RefreshToken({ client, accountId: account, grantId, scope, gty: 'authorization_code', authTime: Math.floor(Date.now() / 1000) });
+        res.end(await rt.save());
         return;
       }
       if (req.url.startsWith('/approve-device/')) {
