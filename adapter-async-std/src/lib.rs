@@ -148,6 +148,13 @@ pub use postern_transport::{DEFAULT_SIGNED_HEADERS, Dkim, DkimError, MAX_HEADER_
 #[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use postern_transport::{Email, mail_builder};
 pub use postern_transport::{Sent, StubTransport};
+/// Sharing tokens and limits among processes: a store and its settings.
+pub use postern_transport::{
+    FileStore, MailboxLimits, MemoryStore, Rate, Sharing, Store, StoreError, StoreKey, open_store,
+};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use postern_transport::RedisStore;
 
 /// async-std (and smol) as postern's transport sees them.
 #[derive(Clone, Copy, Debug, Default)]

@@ -379,7 +379,6 @@ postern_common::setters!(SharedConfig {
 
 /// What the holder of a local fetch ticket does with the shared record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Plan {
     /// Use this token, which another process fetched and which is not yet
     /// due for refresh. Nothing to write.

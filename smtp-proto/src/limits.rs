@@ -258,6 +258,26 @@ pub fn backoff(attempt: u32, random: u64) -> Duration {
     Duration::from_millis(cap_ms / 2 + random % (cap_ms / 2 + 1))
 }
 
+/// The value of a connection slot held by `holder` until `until_ms` (Unix
+/// ms), as kept in a shared store.
+#[must_use]
+pub fn slot_value(holder: &str, until_ms: u64) -> Vec<u8> {
+    format!("{until_ms} {holder}").into_bytes()
+}
+
+/// Whether a connection slot whose stored value is `value` (`None`: never
+/// taken or released) may be taken at `now_ms`: free, lapsed, or unreadable
+/// (a value this code did not write is not a live holder).
+#[must_use]
+pub fn slot_is_free(value: Option<&[u8]>, now_ms: u64) -> bool {
+    let Some(v) = value else { return true };
+    let until = std::str::from_utf8(v)
+        .ok()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    until.is_none_or(|u| u <= now_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +353,15 @@ mod tests {
             }
         }
         assert_ne!(backoff(3, 1), backoff(3, 3000));
+    }
+
+    #[test]
+    fn slots_lapse() {
+        let v = slot_value("host:1:ab", 5000);
+        assert!(!slot_is_free(Some(&v), 4999));
+        assert!(slot_is_free(Some(&v), 5000));
+        assert!(slot_is_free(None, 0));
+        assert!(slot_is_free(Some(b"garbage"), 0));
     }
 
     #[test]

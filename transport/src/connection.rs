@@ -55,7 +55,11 @@ pub(crate) enum Login {
 }
 
 impl Login {
-    pub(crate) fn new(auth: &Auth, tls: &Arc<rustls::ClientConfig>) -> Self {
+    pub(crate) fn new(
+        auth: &Auth,
+        tls: &Arc<rustls::ClientConfig>,
+        shared: Option<Arc<crate::sharing::Coordinator>>,
+    ) -> Self {
         match auth {
             Auth::None => Login::None,
             Auth::Password { user, password } => {
@@ -65,7 +69,11 @@ impl Login {
                 Login::Fixed(Credentials::bearer(user.clone(), token.clone()))
             }
             Auth::OAuth2(o) => {
-                Login::Fetched(Arc::new(TokenProvider::new((**o).clone(), Arc::clone(tls))))
+                Login::Fetched(Arc::new(TokenProvider::new(
+                    (**o).clone(),
+                    Arc::clone(tls),
+                    shared,
+                )))
             }
         }
     }
@@ -89,7 +97,13 @@ pub(crate) struct Connection<R: Runtime> {
     /// Bounds the end of a connection (QUIT and the close): the QUIT
     /// timeout, at most [`MAX_CLOSE`], so an error is never held back long.
     close_timeout: std::time::Duration,
+    /// Tells this connection apart in the pool.
+    pub(crate) id: u64,
+    /// Its slot under a shared connection limit, released when it drops.
+    pub(crate) slot: Option<crate::sharing::Slot<R>>,
 }
+
+static CONNECTION_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl<R: Runtime> Connection<R> {
     /// Connects, runs the TLS policy and the greeting/EHLO dialogue, and
@@ -138,6 +152,8 @@ impl<R: Runtime> Connection<R> {
             pipelined: 0,
             idle_since: now,
             close_timeout: target.client.timeouts.quit.min(MAX_CLOSE),
+            id: CONNECTION_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            slot: None,
         };
         match conn.set_up(target, login).await {
             Ok(()) => Ok(conn),

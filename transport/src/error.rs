@@ -71,6 +71,14 @@ pub enum Error {
     Message(io::Error),
     /// The transport was shut down.
     Shutdown,
+    /// A shared limit of the mailbox stops this message: nothing was sent.
+    /// Try again after `until_unix_ms`.
+    LimitReached {
+        /// When the limit's window rolls over (Unix milliseconds).
+        until_unix_ms: u64,
+        /// Which limit.
+        what: &'static str,
+    },
     /// The message could not be DKIM-signed; nothing was sent.
     #[cfg(feature = "dkim")]
     #[cfg_attr(docsrs, doc(cfg(feature = "dkim")))]
@@ -125,6 +133,8 @@ impl Error {
             // A resend may deliver twice: not a plain retry.
             Error::Unconfirmed(_) => false,
             Error::Config(_) | Error::Tls { .. } | Error::Message(_) | Error::Shutdown => false,
+            // Later, after the window rolls over.
+            Error::LimitReached { .. } => true,
             #[cfg(feature = "dkim")]
             Error::Dkim(_) => false,
         }
@@ -145,6 +155,19 @@ impl Error {
             Error::Auth(_) => Stage::Auth,
             Error::Token(_) => Stage::Token,
             Error::Rejected(_) | Error::Message(_) | Error::Unconfirmed(_) => Stage::Transaction,
+            Error::LimitReached { .. } => Stage::Transaction,
+        }
+    }
+
+    /// What the server's refusal says about the mailbox's sending limits
+    /// ([`postern_smtp::limits::classify`]), when the error carries one.
+    #[must_use]
+    pub fn limit_signal(&self) -> Option<postern_smtp::limits::LimitSignal> {
+        match self {
+            Error::Rejected(r) => r.limit_signal(),
+            Error::Smtp(e) => e.limit_signal(),
+            Error::Reply(r) => postern_smtp::limits::classify(r),
+            _ => None,
         }
     }
 }
@@ -191,6 +214,14 @@ impl fmt::Display for Error {
                  delivered; check before sending it again ({cause})"
             ),
             Error::Shutdown => f.write_str("the transport was shut down"),
+            Error::LimitReached {
+                until_unix_ms,
+                what,
+            } => write!(
+                f,
+                "not sent: {what} is reached until {} (Unix time, seconds)",
+                until_unix_ms / 1000
+            ),
             #[cfg(feature = "dkim")]
             Error::Dkim(e) => write!(f, "{e}"),
         }?;

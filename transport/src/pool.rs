@@ -45,7 +45,10 @@ impl Default for PoolConfig {
 /// The idle connections and the limits on open ones.
 pub(crate) struct Pool<R: Runtime> {
     config: PoolConfig,
-    idle: Mutex<Vec<Connection<R>>>,
+    idle: Arc<Mutex<Vec<Connection<R>>>>,
+    /// Under a shared connection limit: how long an idle connection keeps
+    /// its slot before it is closed.
+    idle_hold: Option<Duration>,
     permits: Arc<Semaphore>,
     shut: AtomicBool,
     opened: AtomicU64,
@@ -54,11 +57,12 @@ pub(crate) struct Pool<R: Runtime> {
 }
 
 impl<R: Runtime> Pool<R> {
-    pub(crate) fn new(config: PoolConfig) -> Self {
+    pub(crate) fn new(config: PoolConfig, idle_hold: Option<Duration>) -> Self {
         Pool {
             permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            idle_hold,
             shut: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             reused: AtomicU64::new(0),
@@ -129,6 +133,13 @@ impl<R: Runtime> Pool<R> {
                 rt.spawn(conn.finish());
                 continue;
             }
+            if let Some(slot) = conn.slot.as_mut()
+                && !slot.renew().await
+            {
+                tracing::debug!("the connection's slot lapsed and was taken: closing it");
+                rt.spawn(conn.finish());
+                continue;
+            }
             self.reused.fetch_add(1, Ordering::Relaxed);
             return Some(conn);
         }
@@ -145,7 +156,26 @@ impl<R: Runtime> Pool<R> {
             rt.spawn(conn.finish());
             return;
         }
-        conn.idle_since = rt.now();
+        let since = rt.now();
+        conn.idle_since = since;
+        if let Some(hold) = self.idle_hold {
+            // Free the slot for other processes when this one goes quiet.
+            let idle = Arc::clone(&self.idle);
+            let id = conn.id;
+            let rt2 = rt.clone();
+            rt.spawn(async move {
+                rt2.sleep_until(since + hold).await;
+                let expired = {
+                    let mut idle = lock(&idle);
+                    idle.iter()
+                        .position(|c| c.id == id && c.idle_since == since)
+                        .map(|i| idle.remove(i))
+                };
+                if let Some(conn) = expired {
+                    conn.finish().await;
+                }
+            });
+        }
         lock(&self.idle).push(conn);
     }
 

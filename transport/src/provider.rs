@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::http::request_token;
 use crate::oauth2::{OAuth2, TokenGrant};
 use crate::runtime::{Runtime, until};
+use crate::sharing::{Coordinator, Fetched};
 
 /// The token cache of one transport, with single flight across tasks.
 pub(crate) struct TokenProvider {
@@ -20,6 +21,8 @@ pub(crate) struct TokenProvider {
     state: Mutex<ProviderState>,
     changed: Notify,
     fetches: AtomicU64,
+    /// The shared store's coordinator and this credential set's record key.
+    shared: Option<(Arc<Coordinator>, String)>,
 }
 
 struct ProviderState {
@@ -36,11 +39,30 @@ pub(crate) struct Issued {
 }
 
 impl TokenProvider {
-    pub(crate) fn new(config: OAuth2, tls: Arc<rustls::ClientConfig>) -> Self {
+    pub(crate) fn new(
+        config: OAuth2,
+        tls: Arc<rustls::ClientConfig>,
+        shared: Option<Arc<Coordinator>>,
+    ) -> Self {
         let refresh = match &config.grant {
             TokenGrant::RefreshToken(r) => Some(r.clone()),
             _ => None,
         };
+        let shared = shared.map(|c| {
+            let grant = match &config.grant {
+                TokenGrant::RefreshToken(_) => "refresh_token",
+                TokenGrant::ClientCredentials => "client_credentials",
+                TokenGrant::JwtBearer(_) => "jwt_bearer",
+            };
+            let key = c.token_key(&[
+                config.endpoint.as_str(),
+                config.client_id.as_deref().unwrap_or(""),
+                &config.user,
+                config.scope.as_deref().unwrap_or(""),
+                grant,
+            ]);
+            (c, key)
+        });
         TokenProvider {
             state: Mutex::new(ProviderState {
                 cache: TokenCache::new(config.cache, refresh),
@@ -50,6 +72,7 @@ impl TokenProvider {
             tls,
             changed: Notify::new(),
             fetches: AtomicU64::new(0),
+            shared,
         }
     }
 
@@ -164,9 +187,10 @@ impl TokenProvider {
             rt,
             done: false,
         };
-        self.fetches.fetch_add(1, Ordering::Relaxed);
-        let refresh = self.lock().cache.refresh_token().cloned();
-        let result = request_token(rt, &self.tls, &self.config, refresh.as_ref()).await;
+        let result = match &self.shared {
+            Some((coordinator, key)) => self.fetch_shared(rt, coordinator, key).await,
+            None => self.request(rt).await,
+        };
         let rotated = {
             let mut s = self.lock();
             let now = rt.now();
@@ -202,6 +226,56 @@ impl TokenProvider {
             }
         }
         self.changed.notify(usize::MAX);
+    }
+}
+
+impl TokenProvider {
+    /// One token request with the local cache's refresh token.
+    async fn request<R: Runtime>(&self, rt: &R) -> Result<postern_oauth::TokenResponse, FetchError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let refresh = self.lock().cache.refresh_token().cloned();
+        request_token(rt, &self.tls, &self.config, refresh.as_ref()).await
+    }
+
+    /// Through the shared store: adopt another process's token, or fetch
+    /// under the store's lease. When the store is unavailable, a credential
+    /// of this process's own fetches alone; a refresh token is not redeemed
+    /// without the store, since another process may hold a newer copy and
+    /// redeeming a stale one can revoke the grant.
+    async fn fetch_shared<R: Runtime>(
+        &self,
+        rt: &R,
+        coordinator: &Coordinator,
+        key: &str,
+    ) -> Result<postern_oauth::TokenResponse, FetchError> {
+        let configured = match &self.config.grant {
+            TokenGrant::RefreshToken(r) => Some(r.clone()),
+            _ => None,
+        };
+        let deadline = rt.now() + self.config.cache.fetch_timeout;
+        let fetched = coordinator
+            .fetch_token(
+                rt,
+                key,
+                configured.as_ref(),
+                &self.config.cache,
+                deadline,
+                |redeem| async move {
+                    self.fetches.fetch_add(1, Ordering::Relaxed);
+                    request_token(rt, &self.tls, &self.config, redeem.as_ref()).await
+                },
+            )
+            .await;
+        match fetched {
+            Fetched::Token(t) => Ok(t),
+            Fetched::Failed(e) => Err(e),
+            Fetched::Unavailable if configured.is_some() => Err(FetchError::Transport(
+                "the shared token store is unavailable; the shared refresh token is redeemed \
+                 only through it (a stale copy redeemed here could revoke it)"
+                    .to_owned(),
+            )),
+            Fetched::Unavailable => self.request(rt).await,
+        }
     }
 }
 

@@ -68,6 +68,12 @@ impl<R: Runtime> Transport<R> {
         if let crate::connection::Login::Fetched(p) = &s.login {
             p.warm(&s.rt);
         }
+        // Shared limits: the message (and the recipients known now; a relay
+        // adds the rest one by one) counted before anything goes out.
+        if let Some(c) = &s.coordinator {
+            let n = u64::try_from(envelope.recipients.len().max(1)).unwrap_or(u64::MAX);
+            c.admit(&s.rt, n).await?;
+        }
         let permit = s.pool.permit_arc().await;
         let (mut conn, reused) = match s.pool.checkout(&s.rt).await {
             Some(conn) => (conn, true),

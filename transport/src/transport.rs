@@ -16,6 +16,7 @@ use crate::message::{Feed, Message};
 use crate::oauth2::{Auth, OAuth2};
 use crate::pool::{Pool, PoolConfig};
 use crate::runtime::Runtime;
+use crate::sharing::{Coordinator, Sharing};
 use crate::tls::TlsOptions;
 
 /// Builds a [`Transport`].
@@ -33,6 +34,7 @@ pub struct TransportBuilder<R: Runtime> {
     connect_timeout: Duration,
     pool: PoolConfig,
     pipeline_transactions: bool,
+    sharing: Option<Sharing>,
     #[cfg(feature = "dkim")]
     dkim: Option<Arc<crate::dkim::Dkim>>,
 }
@@ -52,9 +54,19 @@ impl<R: Runtime> TransportBuilder<R> {
             connect_timeout: Duration::from_secs(30),
             pool: PoolConfig::default(),
             pipeline_transactions: false,
+            sharing: None,
             #[cfg(feature = "dkim")]
             dkim: None,
         }
+    }
+
+    /// Shares the token cache and the mailbox's limits with every process
+    /// using the same store (see [`Sharing`]): one token request per expiry
+    /// for all of them, a rotated refresh token redeemed once, connection,
+    /// message and recipient limits counted together.
+    pub fn share(mut self, sharing: Sharing) -> Self {
+        self.sharing = Some(sharing);
+        self
     }
 
     /// The port; default from [`Security::default_port`].
@@ -189,7 +201,15 @@ impl<R: Runtime> TransportBuilder<R> {
         if self.tls.accepts_invalid_certs() {
             tracing::warn!(host = %self.host, "certificate verification is OFF");
         }
-        let login = Login::new(&self.auth, &tls);
+        let mailbox = match &self.auth {
+            Auth::None => self.host.clone(),
+            Auth::Password { user, .. } | Auth::BearerToken { user, .. } => user.clone(),
+            Auth::OAuth2(o) => o.user.clone(),
+        };
+        let coordinator = self
+            .sharing
+            .map(|s| Arc::new(Coordinator::new(s, &mailbox)));
+        let login = Login::new(&self.auth, &tls, coordinator.clone());
         Ok(Transport {
             shared: Arc::new(Shared {
                 target: Target {
@@ -202,7 +222,11 @@ impl<R: Runtime> TransportBuilder<R> {
                     pipeline_transactions: self.pipeline_transactions,
                 },
                 login,
-                pool: Pool::new(self.pool),
+                pool: Pool::new(
+                    self.pool,
+                    coordinator.as_ref().and_then(|c| c.idle_hold()),
+                ),
+                coordinator,
                 rt: self.rt,
                 #[cfg(feature = "dkim")]
                 dkim: self.dkim,
@@ -242,6 +266,7 @@ pub(crate) struct Shared<R: Runtime> {
     target: Target,
     pub(crate) login: Login,
     pub(crate) pool: Pool<R>,
+    pub(crate) coordinator: Option<Arc<Coordinator>>,
     #[cfg(feature = "dkim")]
     dkim: Option<Arc<crate::dkim::Dkim>>,
 }
@@ -261,6 +286,11 @@ pub struct TransportStats {
     pub pipelined_transactions: u64,
     /// Connections idle in the pool now.
     pub idle: usize,
+    /// The shared store failed and this process goes on alone (its own
+    /// token cache and limits) until it answers again.
+    pub store_degraded: bool,
+    /// Messages that waited for the next window of a shared message rate.
+    pub rate_waits: u64,
 }
 
 impl<R: Runtime + Default> Transport<R> {
@@ -318,6 +348,43 @@ impl<R: Runtime> Transport<R> {
     }
 
     async fn send_prepared(
+        &self,
+        envelope: &Envelope,
+        message: Message,
+    ) -> Result<TransactionReport, Error> {
+        let s = &self.shared;
+        let Some(c) = &s.coordinator else {
+            return self.send_once(envelope, message).await;
+        };
+        let recipients = u64::try_from(envelope.recipients.len()).unwrap_or(u64::MAX);
+        c.admit(&s.rt, recipients).await?;
+        let resendable = message.as_bytes().map(<[u8]>::to_vec);
+        let mut result = self.send_once(envelope, message).await;
+        // Too many connections or submissions at once for the mailbox (the
+        // core's reading of the reply): back off with jitter and try again,
+        // while nothing of the message was accepted.
+        for attempt in 0..3 {
+            let Err(e) = &result else { break };
+            let signal = e.limit_signal();
+            if let Some(signal) = signal {
+                c.observe(&s.rt, signal).await;
+            }
+            let safe = matches!(e, Error::Rejected(_))
+                || matches!(e, Error::Smtp(inner) if inner.ended_before_message());
+            let Some(bytes) = resendable.as_ref().filter(|_| {
+                safe && signal == Some(postern_smtp::limits::LimitSignal::Concurrency)
+            }) else {
+                break;
+            };
+            let wait = postern_smtp::limits::backoff(attempt, crate::sharing::random_u64());
+            tracing::info!(wait_ms = wait.as_millis() as u64, "the server limits concurrent submissions for the mailbox: backing off");
+            s.rt.sleep_until(s.rt.now() + wait).await;
+            result = self.send_once(envelope, Message::bytes(bytes.clone())).await;
+        }
+        result
+    }
+
+    async fn send_once(
         &self,
         envelope: &Envelope,
         mut message: Message,
@@ -408,6 +475,13 @@ impl<R: Runtime> Transport<R> {
             match self.prepare(message) {
                 Ok(message) => {
                     let envelope = message.declared(&envelope).into_owned();
+                    if let Some(c) = &s.coordinator {
+                        let n = u64::try_from(envelope.recipients.len()).unwrap_or(u64::MAX);
+                        if let Err(e) = c.admit(&s.rt, n).await {
+                            results[i] = Some(Err(e));
+                            continue;
+                        }
+                    }
                     batch.push((i, envelope, message));
                 }
                 Err(e) => results[i] = Some(Err(e)),
@@ -484,8 +558,9 @@ impl<R: Runtime> Transport<R> {
         // One by one: a batch of one, what a failed batch left, or every
         // message when no connection could be opened (each then gets its
         // own error).
+        // (Admitted above: not counted again.)
         for (i, envelope, message) in batch {
-            results[i] = Some(self.send_prepared(&envelope, message).await);
+            results[i] = Some(self.send_once(&envelope, message).await);
         }
         results
             .into_iter()
@@ -507,6 +582,8 @@ impl<R: Runtime> Transport<R> {
             },
             pipelined_transactions: pipelined,
             idle,
+            store_degraded: s.coordinator.as_ref().is_some_and(|c| c.is_degraded()),
+            rate_waits: s.coordinator.as_ref().map_or(0, |c| c.rolls()),
         }
     }
 
@@ -528,8 +605,17 @@ impl<R: Runtime> Transport<R> {
 
     async fn open(&self) -> Result<Connection<R>, Error> {
         let s = &self.shared;
+        let slot = match &s.coordinator {
+            Some(c) => {
+                c.acquire_slot(&s.rt, s.rt.now() + s.target.connect_timeout)
+                    .await?
+            }
+            None => None,
+        };
         s.pool.count_opened();
-        Connection::open(&s.rt, &s.target, &s.login).await
+        let mut conn = Connection::open(&s.rt, &s.target, &s.login).await?;
+        conn.slot = slot;
+        Ok(conn)
     }
 
     pub(crate) async fn open_connection(&self) -> Result<Connection<R>, Error> {
