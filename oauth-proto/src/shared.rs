@@ -92,8 +92,12 @@ impl SharedToken {
         r
     }
 
+    /// Usable at `now_ms`: not within `margin` of expiry (the margin is at
+    /// most the refresh-ahead span, as in the local cache, so a short-lived
+    /// token is still used for its first part).
     fn usable(&self, now_ms: u64, margin: Duration) -> bool {
-        now_ms.saturating_add(ms(margin)) < self.expires_at_ms
+        let margin = ms(margin).min(self.expires_at_ms.saturating_sub(self.refresh_at_ms));
+        now_ms.saturating_add(margin) < self.expires_at_ms
     }
 }
 

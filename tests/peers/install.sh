@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers when missing: Dovecot (core + submission), Postfix,
 # and oidc-provider from npm (pinned by package-lock.json); and the legacy
-# SMTP clients the proxy is tested with (swaks, msmtp).
+# SMTP clients the proxy is tested with (swaks, msmtp); redis-server for the
+# shared token store (the tests start their own on a loopback port).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 SUDO=""
@@ -13,6 +14,7 @@ need=()
 [ -x /usr/bin/tinyproxy ] || need+=(tinyproxy)
 command -v swaks >/dev/null || need+=(swaks)
 command -v msmtp >/dev/null || need+=(msmtp)
+command -v redis-server >/dev/null || need+=(redis-server)
 # Postfix's SMTP client needs Cyrus SASL's PLAIN module to log in to the proxy.
 ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 || need+=(libsasl2-modules)
 if [ ${#need[@]} -gt 0 ]; then

@@ -248,8 +248,10 @@ impl TokenProvider {
         coordinator: &Coordinator,
         key: &str,
     ) -> Result<postern_oauth::TokenResponse, FetchError> {
+        // The latest refresh token this process knows (the configured one,
+        // or a later one it fetched or adopted): it seeds an empty record.
         let configured = match &self.config.grant {
-            TokenGrant::RefreshToken(r) => Some(r.clone()),
+            TokenGrant::RefreshToken(_) => self.lock().cache.refresh_token().cloned(),
             _ => None,
         };
         let deadline = rt.now() + self.config.cache.fetch_timeout;
