@@ -134,6 +134,9 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 // The public surface, written once in postern-transport.
 postern_transport::public_surface!();
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use postern_transport::RedisStore;
 pub use postern_transport::{
     Assertion, Auth, CacheConfig, ClientCredential, Endpoint, MicrosoftCloud, OAuth2, Proxy,
     Secret, TokenGrant, TokenResponse,
@@ -151,14 +154,11 @@ pub use postern_transport::{DEFAULT_SIGNED_HEADERS, Dkim, DkimError, MAX_HEADER_
 #[cfg(feature = "mail-builder")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mail-builder")))]
 pub use postern_transport::{Email, mail_builder};
-pub use postern_transport::{Sent, StubTransport};
 /// Sharing tokens and limits among processes: a store and its settings.
 pub use postern_transport::{
     FileStore, MailboxLimits, MemoryStore, Rate, Sharing, Store, StoreError, StoreKey, open_store,
 };
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use postern_transport::RedisStore;
+pub use postern_transport::{Sent, StubTransport};
 
 /// The tokio runtime as postern's transport sees it. Uses the ambient tokio
 /// runtime (`tokio::spawn`, `tokio::time`): build and use the transport inside

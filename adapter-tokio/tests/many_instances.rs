@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use postern_test_support::peers::{Peers, Server};
 use postern_tokio::{
-    CacheConfig, ClientCredential, Endpoint, Envelope, Error, MailboxLimits, Mailbox, OAuth2,
+    CacheConfig, ClientCredential, Endpoint, Envelope, Error, Mailbox, MailboxLimits, OAuth2,
     PoolConfig, Secret, Sharing, TokenGrant, open_store,
 };
 
@@ -74,6 +74,7 @@ fn fleet_worker() {
             .build()
             .unwrap();
         let count: usize = get("count").parse().unwrap();
+        let pause = Duration::from_millis(get("pause_ms").parse().unwrap_or(0));
         let tag = get("tag");
         let next = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -105,6 +106,9 @@ fn fleet_worker() {
                             Ok(_) => {
                                 sent += 1;
                                 first_ok.lock().unwrap().get_or_insert(started.elapsed());
+                                if pause > Duration::ZERO {
+                                    tokio::time::sleep(pause).await;
+                                }
                                 break;
                             }
                             // Maybe delivered: never sent again; counted.
@@ -146,7 +150,13 @@ fn fleet_worker() {
 
 fn spawn_worker(spec: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "fleet_worker", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "fleet_worker",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("POSTERN_FLEET_WORKER", spec)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -171,7 +181,16 @@ fn finish(child: Child) -> BTreeMap<String, u64> {
     line.split_whitespace()
         .skip(1)
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), if v == "true" { 1 } else { v.parse().unwrap_or(0) }))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                if v == "true" {
+                    1
+                } else {
+                    v.parse().unwrap_or(0)
+                },
+            )
+        })
         .collect()
 }
 
@@ -197,8 +216,15 @@ fn counting_forwarder(target: u16) -> Counter {
             max2.fetch_max(now, Ordering::SeqCst);
             let open = Arc::clone(&open);
             std::thread::spawn(move || {
-                pipe_both(client, server);
-                open.fetch_sub(1, Ordering::SeqCst);
+                // A session ends for the server when either side closes
+                // (after QUIT, the server's own close).
+                let ended = Arc::new(AtomicBool::new(false));
+                let end = move || {
+                    if !ended.swap(true, Ordering::SeqCst) {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    }
+                };
+                pipe_both_with(client, server, end);
             });
         }
     });
@@ -207,9 +233,20 @@ fn counting_forwarder(target: u16) -> Counter {
 
 /// Copies both ways until both sides are closed.
 fn pipe_both(a: TcpStream, b: TcpStream) {
+    pipe_both_with(a, b, || {});
+}
+
+/// Copies both ways; `first_close` runs when the first direction ends.
+fn pipe_both_with(a: TcpStream, b: TcpStream, first_close: impl Fn() + Send + Sync + 'static) {
+    let first_close = Arc::new(first_close);
     let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
-    let up = std::thread::spawn(move || copy(a, b2));
+    let f2 = Arc::clone(&first_close);
+    let up = std::thread::spawn(move || {
+        copy(a, b2);
+        f2();
+    });
     copy(b, a2);
+    first_close();
     let _ = up.join();
 }
 
@@ -286,7 +323,10 @@ impl Redis {
                     return;
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -379,7 +419,7 @@ struct Fleet {
 
 /// Runs `WORKERS` processes of `PER_WORKER` messages on `store`, calling
 /// `during` while they run, and checks delivery: every message exactly once.
-fn fleet(p: &Peers, store: &str, during: impl FnOnce()) -> Fleet {
+fn fleet(p: &Peers, store: &str, pause_ms: u64, during: impl FnOnce()) -> Fleet {
     let counter = counting_forwarder(p.smtp_port(Server::Dovecot, true));
     let refresh = http_get(&format!(
         "{}/mint-refresh/short-public/sender@example.com",
@@ -392,7 +432,7 @@ fn fleet(p: &Peers, store: &str, during: impl FnOnce()) -> Fleet {
     let children: Vec<Child> = (0..WORKERS)
         .map(|w| {
             spawn_worker(&format!(
-                "store={store};namespace={namespace};token_url={};refresh={refresh};smtp_port={};count={PER_WORKER};tag={tag}-w{w}",
+                "store={store};namespace={namespace};token_url={};refresh={refresh};smtp_port={};count={PER_WORKER};tag={tag}-w{w};pause_ms={pause_ms}",
                 p.var("TOKEN_URL"),
                 counter.port
             ))
@@ -441,7 +481,11 @@ fn check_tokens(f: &Fleet, what: &str) {
         expiries * WORKERS as f64,
         f.max_connections
     );
-    assert!(errors.is_empty(), "a token request failed (a refresh token redeemed twice?): {:?}", f.tokens);
+    assert!(
+        errors.is_empty(),
+        "a token request failed (a refresh token redeemed twice?): {:?}",
+        f.tokens
+    );
     assert!(ok >= 1);
     assert!(
         (ok as f64) <= expiries + 3.0,
@@ -453,10 +497,18 @@ fn check_tokens(f: &Fleet, what: &str) {
 fn redis_store_many_processes() {
     let Some(p) = Peers::get() else { return };
     let redis = Redis::start();
-    let f = fleet(&p, &redis.url(), || {});
+    // Paced a little so the run spans several token lifetimes.
+    let f = fleet(&p, &redis.url(), 30, || {});
     check_tokens(&f, "redis");
-    assert!(f.max_connections as u32 <= CONNECTION_LIMIT, "{} connections", f.max_connections);
-    assert!(f.max_connections >= 2, "the limit was never reached: the test proves little");
+    assert!(
+        f.max_connections as u32 <= CONNECTION_LIMIT,
+        "{} connections",
+        f.max_connections
+    );
+    assert!(
+        f.max_connections >= 2,
+        "the limit was never reached: the test proves little"
+    );
     for r in &f.results {
         assert_eq!(r["degraded"], 0, "{r:?}");
     }
@@ -466,9 +518,13 @@ fn redis_store_many_processes() {
 fn file_store_many_processes() {
     let Some(p) = Peers::get() else { return };
     let dir = std::env::temp_dir().join(unique("postern-store"));
-    let f = fleet(&p, &format!("file:{}", dir.display()), || {});
+    let f = fleet(&p, &format!("file:{}", dir.display()), 30, || {});
     check_tokens(&f, "file");
-    assert!(f.max_connections as u32 <= CONNECTION_LIMIT, "{} connections", f.max_connections);
+    assert!(
+        f.max_connections as u32 <= CONNECTION_LIMIT,
+        "{} connections",
+        f.max_connections
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -491,8 +547,10 @@ fn redis_killed_and_restarted_mid_run() {
     let Some(p) = Peers::get() else { return };
     let mut redis = Redis::start();
     let down = Arc::new(AtomicBool::new(false));
-    let f = fleet(&p, &redis.url(), || {
-        std::thread::sleep(Duration::from_millis(2500));
+    // Paced (about 170 messages a second in all), so that the run goes on
+    // well past the restart and every process sees the store come back.
+    let f = fleet(&p, &redis.url(), 140, || {
+        std::thread::sleep(Duration::from_millis(3000));
         redis.kill();
         down.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(1000));
@@ -500,6 +558,7 @@ fn redis_killed_and_restarted_mid_run() {
     });
     assert!(down.load(Ordering::SeqCst));
     check_tokens(&f, "redis killed for 1 s");
+    eprintln!("redis killed for 1 s: workers {:?}", f.results);
     for r in &f.results {
         assert_eq!(r["degraded"], 0, "sharing did not resume: {r:?}");
     }
@@ -514,7 +573,16 @@ fn lease_holder_killed_mid_fetch() {
     let redis = Redis::start();
     // A token endpoint that swallows the first request and forwards the
     // rest to oidc-provider.
-    let token_port: u16 = p.var("TOKEN_URL").split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let token_port: u16 = p
+        .var("TOKEN_URL")
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -532,7 +600,10 @@ fn lease_holder_killed_mid_fetch() {
         }
     });
     let counter = counting_forwarder(p.smtp_port(Server::Dovecot, true));
-    let refresh = http_get(&format!("{}/mint-refresh/short-public/sender@example.com", p.var("ISSUER")));
+    let refresh = http_get(&format!(
+        "{}/mint-refresh/short-public/sender@example.com",
+        p.var("ISSUER")
+    ));
     let before = token_stats(&p);
     let tag = unique("lease");
     let namespace = unique("ns");
@@ -547,7 +618,10 @@ fn lease_holder_killed_mid_fetch() {
     let mut holder = spawn_worker(&spec(0, 1));
     let start = Instant::now();
     while seen.load(Ordering::SeqCst) == 0 {
-        assert!(start.elapsed() < Duration::from_secs(20), "the first worker never asked for a token");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the first worker never asked for a token"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let taken = Instant::now();
@@ -563,11 +637,20 @@ fn lease_holder_killed_mid_fetch() {
         "fetched after {waited:?}, inside the dead holder's lease"
     );
     // ...and took over within the lease time plus its start-up.
-    assert!(waited <= Duration::from_millis(lease_ms + 8000), "{waited:?}");
+    assert!(
+        waited <= Duration::from_millis(lease_ms + 8000),
+        "{waited:?}"
+    );
     let tokens = delta(&before, &token_stats(&p));
-    assert_eq!(tokens.get("success:refresh_token"), Some(&1), "{tokens:?}");
+    assert_eq!(
+        tokens.get("success:refresh_token"),
+        Some(&1),
+        "{tokens:?} {r:?}"
+    );
     assert!(!tokens.keys().any(|k| k.starts_with("error")), "{tokens:?}");
-    eprintln!("lease holder killed: the next process delivered after {waited:?} (lease {lease_ms} ms)");
+    eprintln!(
+        "lease holder killed: the next process delivered after {waited:?} (lease {lease_ms} ms)"
+    );
     let ids = delivered(&p, &tag, 5);
     assert_eq!(ids.len(), 5);
 }

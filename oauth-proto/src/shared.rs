@@ -262,7 +262,11 @@ impl SharedRecord {
     /// # Errors
     /// A [`RecordError`]: sealed without a key, plain with a key, altered,
     /// too long or malformed.
-    pub fn from_bytes(bytes: &[u8], key: Option<&StoreKey>, name: &str) -> Result<Self, RecordError> {
+    pub fn from_bytes(
+        bytes: &[u8],
+        key: Option<&StoreKey>,
+        name: &str,
+    ) -> Result<Self, RecordError> {
         if bytes.len() > MAX_RECORD {
             return Err(RecordError::TooLong(bytes.len()));
         }
@@ -716,7 +720,10 @@ mod tests {
         let key = StoreKey::new([7; 32]);
         let sealed = r.to_bytes(Some(&key), "k", [1; 24]);
         assert!(!sealed.windows(14).any(|w| w == b"refresh-secret"));
-        assert_eq!(SharedRecord::from_bytes(&sealed, Some(&key), "k").unwrap(), r);
+        assert_eq!(
+            SharedRecord::from_bytes(&sealed, Some(&key), "k").unwrap(),
+            r
+        );
         assert_eq!(
             SharedRecord::from_bytes(&sealed, Some(&key), "other"),
             Err(RecordError::Unopenable)

@@ -68,13 +68,11 @@ impl Login {
             Auth::BearerToken { user, token } => {
                 Login::Fixed(Credentials::bearer(user.clone(), token.clone()))
             }
-            Auth::OAuth2(o) => {
-                Login::Fetched(Arc::new(TokenProvider::new(
-                    (**o).clone(),
-                    Arc::clone(tls),
-                    shared,
-                )))
-            }
+            Auth::OAuth2(o) => Login::Fetched(Arc::new(TokenProvider::new(
+                (**o).clone(),
+                Arc::clone(tls),
+                shared,
+            ))),
         }
     }
 }
@@ -586,6 +584,11 @@ impl<R: Runtime> Connection<R> {
         let close_by = deadline.max(rt.now() + CLOSE_AT_LEAST);
         if until(&rt, close_by, self.stream.close()).await.is_none() {
             tracing::debug!("closing the connection timed out");
+        }
+        // The connection is closed: its slot goes back before the caller
+        // goes on (a process ending right after shutdown still frees it).
+        if let Some(slot) = self.slot.take() {
+            slot.release().await;
         }
     }
 }

@@ -231,7 +231,10 @@ impl TokenProvider {
 
 impl TokenProvider {
     /// One token request with the local cache's refresh token.
-    async fn request<R: Runtime>(&self, rt: &R) -> Result<postern_oauth::TokenResponse, FetchError> {
+    async fn request<R: Runtime>(
+        &self,
+        rt: &R,
+    ) -> Result<postern_oauth::TokenResponse, FetchError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let refresh = self.lock().cache.refresh_token().cloned();
         request_token(rt, &self.tls, &self.config, refresh.as_ref()).await

@@ -75,14 +75,11 @@ impl<R: Runtime> Transport<R> {
             c.admit(&s.rt, n).await?;
         }
         let permit = s.pool.permit_arc().await;
-        let (mut conn, reused) = match s.pool.checkout(&s.rt).await {
-            Some(conn) => (conn, true),
-            None => (self.open_connection().await?, false),
-        };
+        let (mut conn, reused) = self.connection().await?;
         let mut result = conn.relay_mail(envelope).await;
         if result.is_err() && reused {
             tracing::debug!("pooled connection was dead; reconnecting");
-            s.rt.spawn(std::mem::replace(&mut conn, self.open_connection().await?).finish());
+            self.replace_dead(&mut conn).await?;
             result = conn.relay_mail(envelope).await;
         }
         match result {

@@ -148,6 +148,11 @@ impl<R: Runtime> Slot<R> {
     /// another process (its lease had lapsed) gives `false`: the caller
     /// closes the connection.
     pub(crate) async fn renew(&mut self) -> bool {
+        if self.local {
+            // Taken while the store was down: once it is back, the
+            // connection goes, so the shared limit holds again.
+            return self.coordinator.is_degraded();
+        }
         let now = unix_ms();
         let lease = ms(self.coordinator.sharing.slot_lease);
         if self.until_ms.saturating_sub(now) > lease / 2 {
@@ -157,10 +162,14 @@ impl<R: Runtime> Slot<R> {
         let value = limits::slot_value(&self.coordinator.me, until);
         let c = Arc::clone(&self.coordinator);
         let swapped = if self.local {
-            c.local.swap(&self.key, Some(&self.value), Some(&value)).await
-        } else {
-            c.op(&self.rt, |s| s.swap(&self.key, Some(&self.value), Some(&value)))
+            c.local
+                .swap(&self.key, Some(&self.value), Some(&value))
                 .await
+        } else {
+            c.op(&self.rt, |s| {
+                s.swap(&self.key, Some(&self.value), Some(&value))
+            })
+            .await
         };
         match swapped {
             Ok(true) => {
@@ -175,18 +184,54 @@ impl<R: Runtime> Slot<R> {
     }
 }
 
+impl<R: Runtime> Slot<R> {
+    /// Gives the slot back now (the connection is closed). When the store
+    /// misses it, the drop below tries again in the background.
+    pub(crate) async fn release(mut self) {
+        let released = if self.local {
+            self.coordinator
+                .local
+                .swap(&self.key, Some(&self.value), None)
+                .await
+                .is_ok()
+        } else {
+            self.coordinator
+                .op(&self.rt, |s| s.swap(&self.key, Some(&self.value), None))
+                .await
+                .is_ok()
+        };
+        if released {
+            self.key.clear();
+        }
+    }
+}
+
 impl<R: Runtime> Drop for Slot<R> {
     fn drop(&mut self) {
+        if self.key.is_empty() {
+            return;
+        }
         let c = Arc::clone(&self.coordinator);
         let key = std::mem::take(&mut self.key);
         let value = std::mem::take(&mut self.value);
         let local = self.local;
         let rt = self.rt.clone();
+        let until_ms = self.until_ms;
         self.rt.spawn(async move {
             if local {
                 let _ = c.local.swap(&key, Some(&value), None).await;
-            } else {
-                let _ = c.op(&rt, |s| s.swap(&key, Some(&value), None)).await;
+                return;
+            }
+            // A release the store missed (it was down) is tried again until
+            // the slot would lapse anyway, so other processes do not wait
+            // for the lease.
+            while c
+                .op(&rt, |s| s.swap(&key, Some(&value), None))
+                .await
+                .is_err()
+                && unix_ms() < until_ms
+            {
+                rt.sleep_until(rt.now() + Duration::from_millis(250)).await;
             }
         });
     }
@@ -212,7 +257,10 @@ impl Coordinator {
         let me = format!(
             "{host}:{}:{}",
             std::process::id(),
-            random.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            random
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         );
         let ns = &sharing.namespace;
         let mailbox = format!("{ns}:mbox:{}", digest(&[&mailbox.to_ascii_lowercase()]));
@@ -246,10 +294,13 @@ impl Coordinator {
         let deadline = rt.now() + self.sharing.op_timeout;
         let result = match until(rt, deadline, f(&*self.sharing.store)).await {
             Some(r) => r,
-            None => Err(StoreError::Unavailable(format!(
-                "no answer within {} ms",
-                self.sharing.op_timeout.as_millis()
-            ))),
+            None => {
+                self.sharing.store.reset();
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.sharing.op_timeout.as_millis()
+                )))
+            }
         };
         match &result {
             Ok(_) => {
@@ -289,7 +340,10 @@ impl Coordinator {
                 Ok(raw) => raw,
                 Err(_) => return Fetched::Unavailable,
             };
-            let record = match raw.as_deref().map(|b| SharedRecord::from_bytes(b, sealing, key)) {
+            let record = match raw
+                .as_deref()
+                .map(|b| SharedRecord::from_bytes(b, sealing, key))
+            {
                 None => None,
                 Some(Ok(r)) => Some(r),
                 Some(Err(e)) => {
@@ -317,7 +371,10 @@ impl Coordinator {
                 }
                 Plan::Fetch { take, redeem, .. } => {
                     let bytes = take.to_bytes(sealing, key, nonce());
-                    match self.op(rt, |s| s.swap(key, raw.as_deref(), Some(&bytes))).await {
+                    match self
+                        .op(rt, |s| s.swap(key, raw.as_deref(), Some(&bytes)))
+                        .await
+                    {
                         Err(_) => return Fetched::Unavailable,
                         Ok(false) => continue,
                         Ok(true) => {}
@@ -370,7 +427,10 @@ impl Coordinator {
                 );
             }
             let bytes = settled.next.to_bytes(sealing, key, nonce());
-            match self.op(rt, |s| s.swap(key, raw.as_deref(), Some(&bytes))).await {
+            match self
+                .op(rt, |s| s.swap(key, raw.as_deref(), Some(&bytes)))
+                .await
+            {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(_) => break,
@@ -391,7 +451,9 @@ impl Coordinator {
             let now_ms = unix_ms();
             let stop_key = format!("{}:stopped", self.mailbox);
             if let Ok(Some(v)) = self.op(rt, |s| s.get(&stop_key)).await
-                && let Some(until) = std::str::from_utf8(&v).ok().and_then(|t| t.trim().parse::<u64>().ok())
+                && let Some(until) = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
                 && until > now_ms
             {
                 return Err(Error::LimitReached {
@@ -406,7 +468,9 @@ impl Coordinator {
                     .count(rt, "msg", rate.window(now_ms).index, 1, rate.per)
                     .await
                     .saturating_sub(1);
-                if let Admission::WaitUntil(until) = limits::admit(&l, now_ms, recipients, Some(before), None) {
+                if let Admission::WaitUntil(until) =
+                    limits::admit(&l, now_ms, recipients, Some(before), None)
+                {
                     self.rolls.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
                         wait_ms = until.saturating_sub(now_ms),
@@ -434,7 +498,14 @@ impl Coordinator {
         }
     }
 
-    async fn count<R: Runtime>(&self, rt: &R, what: &str, window: u64, n: u64, per: Duration) -> u64 {
+    async fn count<R: Runtime>(
+        &self,
+        rt: &R,
+        what: &str,
+        window: u64,
+        n: u64,
+        per: Duration,
+    ) -> u64 {
         let key = format!("{}:{what}", self.mailbox);
         let keep = per.saturating_mul(2);
         match self.op(rt, |s| s.add(&key, window, n, keep)).await {
@@ -443,64 +514,100 @@ impl Coordinator {
         }
     }
 
+    /// `true` when the mailbox's connections are limited.
+    pub(crate) fn limits_connections(&self) -> bool {
+        self.sharing.limits.connections.is_some()
+    }
+
+    /// How long a caller waits for a connection slot before giving up:
+    /// two slot leases (a slot held by a dead process lapses within one).
+    pub(crate) fn slot_wait(&self) -> Duration {
+        self.sharing.slot_lease.saturating_mul(2)
+    }
+
     /// A connection slot under the mailbox's connection limit (`None` when
-    /// there is no limit). Waits for one, polling the store.
+    /// there is no limit), waiting for one until `deadline`.
     pub(crate) async fn acquire_slot<R: Runtime>(
         self: &Arc<Self>,
         rt: &R,
         deadline: Instant,
     ) -> Result<Option<Slot<R>>, Error> {
-        let Some(limit) = self.sharing.limits.connections else {
+        if !self.limits_connections() {
             return Ok(None);
-        };
-        let lease = ms(self.sharing.slot_lease);
+        }
         loop {
-            let now = unix_ms();
-            let until = now.saturating_add(lease);
-            let value = limits::slot_value(&self.me, until);
-            let mut local_only = false;
-            for i in 0..limit.max(1) {
-                let key = format!("{}:conn:{i}", self.mailbox);
-                let current = if local_only {
-                    Err(StoreError::Unavailable(String::new()))
-                } else {
-                    self.op(rt, |s| s.get(&key)).await
-                };
-                let (store_local, current) = match current {
-                    Ok(c) => (false, c),
-                    Err(_) => {
-                        local_only = true;
-                        (true, self.local.get(&key).await.unwrap_or(None))
-                    }
-                };
-                if !limits::slot_is_free(current.as_deref(), now) {
-                    continue;
-                }
-                let swapped = if store_local {
-                    self.local.swap(&key, current.as_deref(), Some(&value)).await
-                } else {
-                    self.op(rt, |s| s.swap(&key, current.as_deref(), Some(&value))).await
-                };
-                if let Ok(true) = swapped {
-                    return Ok(Some(Slot {
-                        rt: rt.clone(),
-                        coordinator: Arc::clone(self),
-                        key,
-                        value,
-                        until_ms: until,
-                        local: store_local,
-                    }));
-                }
+            if let Some(slot) = self.try_slot(rt).await {
+                return Ok(Some(slot));
             }
-            let at = rt.now() + Duration::from_millis(20 + jitter_ms(60));
-            if at >= deadline {
-                return Err(Error::LimitReached {
-                    until_unix_ms: unix_ms(),
-                    what: "the mailbox's concurrent connections (no slot became free in time)",
+            self.wait_for_slot(rt, deadline).await?;
+        }
+    }
+
+    /// Sleeps a little before the next look for a free slot;
+    /// [`Error::LimitReached`] past `deadline`.
+    pub(crate) async fn wait_for_slot<R: Runtime>(
+        &self,
+        rt: &R,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let at = rt.now() + Duration::from_millis(20 + jitter_ms(60));
+        if at >= deadline {
+            return Err(Error::LimitReached {
+                until_unix_ms: unix_ms(),
+                what: "the mailbox's concurrent connections (no slot became free in time)",
+            });
+        }
+        rt.sleep_until(at).await;
+        Ok(())
+    }
+
+    /// One look for a free connection slot: the first free or lapsed one is
+    /// taken (compare-and-swap). Slots are counted locally while the store
+    /// is unavailable.
+    pub(crate) async fn try_slot<R: Runtime>(self: &Arc<Self>, rt: &R) -> Option<Slot<R>> {
+        let limit = self.sharing.limits.connections?;
+        let lease = ms(self.sharing.slot_lease);
+        let now = unix_ms();
+        let until = now.saturating_add(lease);
+        let value = limits::slot_value(&self.me, until);
+        let mut local_only = false;
+        for i in 0..limit.max(1) {
+            let key = format!("{}:conn:{i}", self.mailbox);
+            let current = if local_only {
+                Err(StoreError::Unavailable(String::new()))
+            } else {
+                self.op(rt, |s| s.get(&key)).await
+            };
+            let (store_local, current) = match current {
+                Ok(c) => (false, c),
+                Err(_) => {
+                    local_only = true;
+                    (true, self.local.get(&key).await.unwrap_or(None))
+                }
+            };
+            if !limits::slot_is_free(current.as_deref(), now) {
+                continue;
+            }
+            let swapped = if store_local {
+                self.local
+                    .swap(&key, current.as_deref(), Some(&value))
+                    .await
+            } else {
+                self.op(rt, |s| s.swap(&key, current.as_deref(), Some(&value)))
+                    .await
+            };
+            if let Ok(true) = swapped {
+                return Some(Slot {
+                    rt: rt.clone(),
+                    coordinator: Arc::clone(self),
+                    key,
+                    value,
+                    until_ms: until,
+                    local: store_local,
                 });
             }
-            rt.sleep_until(at).await;
         }
+        None
     }
 
     /// Acts on what a server reply said about the limits: a quota refusal
@@ -520,15 +627,23 @@ impl Coordinator {
             .ends_at_ms;
         let key = format!("{}:stopped", self.mailbox);
         let value = until.to_string().into_bytes();
-        tracing::warn!(until_unix_ms = until, "the server says the mailbox's quota is used up: stopping sends through it until the window rolls over");
+        tracing::warn!(
+            until_unix_ms = until,
+            "the server says the mailbox's quota is used up: stopping sends through it until the window rolls over"
+        );
         let current = self.op(rt, |s| s.get(&key)).await.unwrap_or(None);
-        let _ = self.op(rt, |s| s.swap(&key, current.as_deref(), Some(&value))).await;
+        let _ = self
+            .op(rt, |s| s.swap(&key, current.as_deref(), Some(&value)))
+            .await;
         let _ = self.local.swap(&key, None, Some(&value)).await;
     }
 
     /// How long an idle connection holding a slot stays in the pool.
     pub(crate) fn idle_hold(&self) -> Option<Duration> {
-        self.sharing.limits.connections.map(|_| self.sharing.idle_hold)
+        self.sharing
+            .limits
+            .connections
+            .map(|_| self.sharing.idle_hold)
     }
 
     /// Times a message waited for the next window.

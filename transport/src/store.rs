@@ -82,6 +82,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// forgotten after `keep`.
     fn add<'a>(&'a self, key: &'a str, window: u64, n: u64, keep: Duration)
     -> StoreFuture<'a, u64>;
+
+    /// An operation timed out: drop any connection, so the next operation
+    /// opens a fresh one. Default: nothing.
+    fn reset(&self) {}
 }
 
 /// A store in this process's memory.
@@ -194,7 +198,11 @@ impl FileStore {
         self.dir.join(name)
     }
 
-    fn locked<T>(&self, key: &str, f: impl FnOnce(&Path) -> io::Result<T>) -> Result<T, StoreError> {
+    fn locked<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&Path) -> io::Result<T>,
+    ) -> Result<T, StoreError> {
         let path = self.path(key);
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
@@ -388,9 +396,9 @@ return 1
             match f(conn).await {
                 Ok(v) => Ok(v),
                 Err(e) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                        self.forget().await;
-                    }
+                    // Whatever failed, the next operation starts on a fresh
+                    // connection (a restarted server, a half-open socket).
+                    self.forget().await;
                     Err(failed(&e))
                 }
             }
@@ -398,10 +406,18 @@ return 1
     }
 
     impl Store for RedisStore {
+        fn reset(&self) {
+            if let Some(mut conn) = self.conn.try_lock() {
+                *conn = None;
+            }
+        }
+
         fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
             Box::pin(async move {
                 let v: Option<Vec<u8>> = self
-                    .run(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+                    .run(
+                        |mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await },
+                    )
                     .await?;
                 match v {
                     Some(v) if v.len() > MAX_VALUE => Err(StoreError::TooLarge(v.len())),
@@ -442,7 +458,9 @@ return 1
         ) -> StoreFuture<'a, u64> {
             Box::pin(async move {
                 let full = format!("{key}:{window}");
-                let keep_ms = u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1000);
+                let keep_ms = u64::try_from(keep.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1000);
                 let (count,): (u64,) = self
                     .run(|mut c| async move {
                         redis::pipe()
@@ -487,7 +505,8 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         return Ok(Arc::new(RedisStore::new(url)?));
         #[cfg(not(any(feature = "redis-tokio", feature = "redis-smol")))]
         return Err(StoreError::Config(
-            "this build has no Redis store (feature `redis` of postern-tokio or postern-async-std)".to_owned(),
+            "this build has no Redis store (feature `redis` of postern-tokio or postern-async-std)"
+                .to_owned(),
         ));
     }
     Err(StoreError::Config(format!(

@@ -222,10 +222,7 @@ impl<R: Runtime> TransportBuilder<R> {
                     pipeline_transactions: self.pipeline_transactions,
                 },
                 login,
-                pool: Pool::new(
-                    self.pool,
-                    coordinator.as_ref().and_then(|c| c.idle_hold()),
-                ),
+                pool: Pool::new(self.pool, coordinator.as_ref().and_then(|c| c.idle_hold())),
                 coordinator,
                 rt: self.rt,
                 #[cfg(feature = "dkim")]
@@ -371,15 +368,21 @@ impl<R: Runtime> Transport<R> {
             }
             let safe = matches!(e, Error::Rejected(_))
                 || matches!(e, Error::Smtp(inner) if inner.ended_before_message());
-            let Some(bytes) = resendable.as_ref().filter(|_| {
-                safe && signal == Some(postern_smtp::limits::LimitSignal::Concurrency)
-            }) else {
+            let Some(bytes) = resendable
+                .as_ref()
+                .filter(|_| safe && signal == Some(postern_smtp::limits::LimitSignal::Concurrency))
+            else {
                 break;
             };
             let wait = postern_smtp::limits::backoff(attempt, crate::sharing::random_u64());
-            tracing::info!(wait_ms = wait.as_millis() as u64, "the server limits concurrent submissions for the mailbox: backing off");
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "the server limits concurrent submissions for the mailbox: backing off"
+            );
             s.rt.sleep_until(s.rt.now() + wait).await;
-            result = self.send_once(envelope, Message::bytes(bytes.clone())).await;
+            result = self
+                .send_once(envelope, Message::bytes(bytes.clone()))
+                .await;
         }
         result
     }
@@ -398,10 +401,7 @@ impl<R: Runtime> Transport<R> {
         }
         let envelope = &*message.declared(envelope);
         let _permit = s.pool.permit().await;
-        let (mut conn, reused) = match s.pool.checkout(&s.rt).await {
-            Some(conn) => (conn, true),
-            None => (self.open().await?, false),
-        };
+        let (mut conn, reused) = self.connection().await?;
         let mut feed = Feed::new(&mut message);
         let mut result = conn.send(envelope, &mut feed).await;
         if let Err(e) = &result
@@ -409,7 +409,7 @@ impl<R: Runtime> Transport<R> {
             && feed.rewind_for_resend(e)
         {
             tracing::debug!("pooled connection was dead; reconnecting");
-            s.rt.spawn(std::mem::replace(&mut conn, self.open().await?).finish());
+            self.replace_dead(&mut conn).await?;
             result = conn.send(envelope, &mut feed).await;
         }
         match &result {
@@ -496,10 +496,7 @@ impl<R: Runtime> Transport<R> {
         let mut alone = Vec::new();
         while batch.len() > 1 {
             let permit = s.pool.permit().await;
-            let conn = match s.pool.checkout(&s.rt).await {
-                Some(conn) => Ok(conn),
-                None => self.open().await,
-            };
+            let conn = self.connection().await.map(|(conn, _)| conn);
             let Ok(mut conn) = conn else {
                 // No connection: every message tries on its own below, and
                 // gets its own error.
@@ -604,22 +601,56 @@ impl<R: Runtime> Transport<R> {
     }
 
     async fn open(&self) -> Result<Connection<R>, Error> {
+        self.open_with(None).await
+    }
+
+    /// A pooled connection, or a new one. Under a shared connection limit,
+    /// a caller waiting for a slot also takes a connection another task
+    /// returns to the pool meanwhile.
+    pub(crate) async fn connection(&self) -> Result<(Connection<R>, bool), Error> {
         let s = &self.shared;
-        let slot = match &s.coordinator {
-            Some(c) => {
-                c.acquire_slot(&s.rt, s.rt.now() + s.target.connect_timeout)
-                    .await?
+        if let Some(conn) = s.pool.checkout(&s.rt).await {
+            return Ok((conn, true));
+        }
+        let Some(c) = s.coordinator.as_ref().filter(|c| c.limits_connections()) else {
+            return Ok((self.open_with(None).await?, false));
+        };
+        let deadline = s.rt.now() + c.slot_wait();
+        loop {
+            if let Some(slot) = c.try_slot(&s.rt).await {
+                return Ok((self.open_with(Some(slot)).await?, false));
             }
-            None => None,
+            if let Some(conn) = s.pool.checkout(&s.rt).await {
+                return Ok((conn, true));
+            }
+            c.wait_for_slot(&s.rt, deadline).await?;
+        }
+    }
+
+    /// Replaces a pooled connection found dead, keeping its slot.
+    pub(crate) async fn replace_dead(&self, conn: &mut Connection<R>) -> Result<(), Error> {
+        let slot = conn.slot.take();
+        let fresh = self.open_with(slot).await?;
+        self.shared
+            .rt
+            .spawn(std::mem::replace(conn, fresh).finish());
+        Ok(())
+    }
+
+    async fn open_with(
+        &self,
+        slot: Option<crate::sharing::Slot<R>>,
+    ) -> Result<Connection<R>, Error> {
+        let s = &self.shared;
+        let slot = match (slot, &s.coordinator) {
+            (Some(slot), _) => Some(slot),
+            (None, Some(c)) => c.acquire_slot(&s.rt, s.rt.now() + c.slot_wait()).await?,
+            (None, None) => None,
         };
         s.pool.count_opened();
         let mut conn = Connection::open(&s.rt, &s.target, &s.login).await?;
         conn.slot = slot;
         Ok(conn)
-    }
-
-    pub(crate) async fn open_connection(&self) -> Result<Connection<R>, Error> {
-        self.open().await
     }
 
     pub(crate) async fn release_connection(&self, conn: Connection<R>) {
