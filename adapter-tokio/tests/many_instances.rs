@@ -360,9 +360,23 @@ fn http_get(url: &str) -> String {
     out.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
 
-/// oidc-provider's count of `short-public` token requests, by outcome.
-fn token_stats(p: &Peers) -> BTreeMap<String, u64> {
-    let body = http_get(&format!("{}/stats/short-public", p.var("ISSUER")));
+/// A refresh token for `short-public` and its grant's name at oidc-provider.
+fn mint(p: &Peers) -> (String, String) {
+    let body = http_get(&format!(
+        "{}/mint-refresh/short-public/sender@example.com",
+        p.var("ISSUER")
+    ));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (
+        v["refresh_token"].as_str().unwrap().to_owned(),
+        v["grant"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// oidc-provider's count of token requests that redeemed a refresh token of
+/// `grant`, by outcome (other tests' grants are not counted).
+fn token_stats(p: &Peers, grant: &str) -> BTreeMap<String, u64> {
+    let body = http_get(&format!("{}/stats/{grant}", p.var("ISSUER")));
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v.as_object()
         .unwrap()
@@ -421,11 +435,8 @@ struct Fleet {
 /// `during` while they run, and checks delivery: every message exactly once.
 fn fleet(p: &Peers, store: &str, pause_ms: u64, during: impl FnOnce()) -> Fleet {
     let counter = counting_forwarder(p.smtp_port(Server::Dovecot, true));
-    let refresh = http_get(&format!(
-        "{}/mint-refresh/short-public/sender@example.com",
-        p.var("ISSUER")
-    ));
-    let before = token_stats(p);
+    let (refresh, grant) = mint(p);
+    let before = token_stats(p, &grant);
     let tag = unique("fleet");
     let namespace = unique("ns");
     let started = Instant::now();
@@ -441,7 +452,7 @@ fn fleet(p: &Peers, store: &str, pause_ms: u64, during: impl FnOnce()) -> Fleet 
     during();
     let results: Vec<_> = children.into_iter().map(finish).collect();
     let elapsed = started.elapsed();
-    let tokens = delta(&before, &token_stats(p));
+    let tokens = delta(&before, &token_stats(p, &grant));
     let ids = delivered(p, &tag, WORKERS * PER_WORKER);
     let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
@@ -600,11 +611,8 @@ fn lease_holder_killed_mid_fetch() {
         }
     });
     let counter = counting_forwarder(p.smtp_port(Server::Dovecot, true));
-    let refresh = http_get(&format!(
-        "{}/mint-refresh/short-public/sender@example.com",
-        p.var("ISSUER")
-    ));
-    let before = token_stats(&p);
+    let (refresh, grant) = mint(&p);
+    let before = token_stats(&p, &grant);
     let tag = unique("lease");
     let namespace = unique("ns");
     let lease_ms = 3000;
@@ -641,7 +649,7 @@ fn lease_holder_killed_mid_fetch() {
         waited <= Duration::from_millis(lease_ms + 8000),
         "{waited:?}"
     );
-    let tokens = delta(&before, &token_stats(&p));
+    let tokens = delta(&before, &token_stats(&p, &grant));
     assert_eq!(
         tokens.get("success:refresh_token"),
         Some(&1),

@@ -210,6 +210,32 @@ pub(crate) struct Settings {
     /// DKIM signing domain (`d=`) [default: the domain of --from].
     #[arg(long, env = "POSTERN_DKIM_DOMAIN")]
     pub(crate) dkim_domain: Option<String>,
+    /// Share tokens and the mailbox's limits with other postern processes:
+    /// `redis://HOST:PORT[/DB]` (many hosts), `file:DIR` (one host), or
+    /// `memory` (this process only).
+    #[arg(long, value_name = "URL", env = "POSTERN_TOKEN_STORE")]
+    pub(crate) token_store: Option<String>,
+    /// Environment variable holding the key that encrypts tokens in the
+    /// store (32 bytes, base64: `openssl rand -base64 32`) [default:
+    /// POSTERN_STORE_KEY, when it is set].
+    #[arg(long, value_name = "VAR", env = "POSTERN_STORE_KEY_ENV")]
+    pub(crate) store_key_env: Option<String>,
+    /// The mailbox's sending limits, counted across every process sharing
+    /// the store: microsoft365 (3 connections, 30 messages a minute, 10,000
+    /// recipients a day), google (1,800 messages and 9,000 recipients a
+    /// day), none.
+    #[arg(long, value_name = "PRESET", env = "POSTERN_LIMITS")]
+    pub(crate) limits: Option<String>,
+    /// Overrides the preset: SMTP connections open at once for the
+    /// mailbox (0: no limit).
+    #[arg(long, value_name = "N", env = "POSTERN_MAX_MAILBOX_CONNECTIONS")]
+    pub(crate) max_mailbox_connections: Option<u32>,
+    /// Overrides the preset: messages per minute (0: no limit).
+    #[arg(long, value_name = "N", env = "POSTERN_MESSAGES_PER_MINUTE")]
+    pub(crate) messages_per_minute: Option<u64>,
+    /// Overrides the preset: recipients per day (0: no limit).
+    #[arg(long, value_name = "N", env = "POSTERN_RECIPIENTS_PER_DAY")]
+    pub(crate) recipients_per_day: Option<u64>,
     /// DANGEROUS: send credentials without TLS. Accepted only for a
     /// loopback address (a local submission proxy).
     #[arg(long, env = "POSTERN_DANGEROUS_ALLOW_CREDENTIALS_WITHOUT_TLS")]

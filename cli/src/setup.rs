@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use postern_oauth::{MicrosoftCloud, Provider};
 use postern_tokio::{
-    Auth, ClientCredential, ClientName, Endpoint, Mechanism, OAuth2, Secret, Timeouts, TlsOptions,
-    TokenGrant, Transport, TransportBuilder,
+    Auth, ClientCredential, ClientName, Endpoint, MailboxLimits, Mechanism, OAuth2, Rate, Secret,
+    Sharing, StoreKey, Timeouts, TlsOptions, TokenGrant, Transport, TransportBuilder, open_store,
 };
 
 use crate::config::{AuthMode, ProviderKind, Settings, secret};
@@ -288,6 +288,9 @@ pub(crate) fn builder_with(
     if let Some(key) = &s.dkim_key {
         b = b.dkim(dkim(s, key)?);
     }
+    if let Some(sharing) = sharing(s)? {
+        b = b.share(sharing);
+    }
     if mode == AuthMode::None {
         return Ok(b);
     }
@@ -333,4 +336,48 @@ pub(crate) fn builder_with(
         ));
     }
     Ok(b)
+}
+
+/// The shared store and the mailbox's limits, when any is set. Limits
+/// without a store are counted in this process.
+pub(crate) fn sharing(s: &Settings) -> Result<Option<Sharing>, Failure> {
+    let mut limits = match s.limits.as_deref() {
+        Some(name) => MailboxLimits::preset(name).ok_or_else(|| {
+            usage(format!(
+                "--limits {:?}: use microsoft365, google or none",
+                postern_tokio::oauth::sanitize(name, 40)
+            ))
+        })?,
+        None => MailboxLimits::none(),
+    };
+    if let Some(n) = s.max_mailbox_connections {
+        limits = limits.connections((n > 0).then_some(n));
+    }
+    if let Some(n) = s.messages_per_minute {
+        limits = limits.messages((n > 0).then(|| Rate::per_minute(n)));
+    }
+    if let Some(n) = s.recipients_per_day {
+        limits = limits.recipients((n > 0).then(|| Rate::per_day(n)));
+    }
+    let store = match (&s.token_store, limits.is_off()) {
+        (None, true) => return Ok(None),
+        (None, false) => "memory",
+        (Some(url), _) => url.as_str(),
+    };
+    let store = open_store(store).map_err(|e| usage(format!("--token-store: {e}")))?;
+    let mut sharing = Sharing::new(store).limits(limits);
+    let var = s.store_key_env.as_deref().unwrap_or("POSTERN_STORE_KEY");
+    match std::env::var(var) {
+        Ok(text) => {
+            let key = StoreKey::from_base64(&text).map_err(|e| usage(format!("{var}: {e}")))?;
+            sharing = sharing.store_key(key);
+        }
+        Err(_) if s.store_key_env.is_some() => {
+            return Err(usage(format!(
+                "--store-key-env {var}: the variable is not set"
+            )));
+        }
+        Err(_) => {}
+    }
+    Ok(Some(sharing))
 }

@@ -143,13 +143,20 @@ const http = require('node:http');
   });
   // Test hook: /stats/ID counts token requests by outcome and grant type.
   const stats = new Map();
+  // Also by grant (/stats/grant:ID): a minted refresh token's own count,
+  // unaffected by other tests using the same client.
   const count = (ctx, outcome) => {
     const id = (ctx.oidc && ctx.oidc.client && ctx.oidc.client.clientId) || '?';
     const grant = (ctx.oidc && ctx.oidc.params && ctx.oidc.params.grant_type) || '?';
-    if (!stats.has(id)) stats.set(id, {});
-    const s = stats.get(id);
-    const k = `${outcome}:${grant}`;
-    s[k] = (s[k] || 0) + 1;
+    const rt = ctx.oidc && ctx.oidc.entities && ctx.oidc.entities.RefreshToken;
+    const keys = [id];
+    if (rt && rt.grantId) keys.push(`grant:${rt.grantId}`);
+    for (const key of keys) {
+      if (!stats.has(key)) stats.set(key, {});
+      const s = stats.get(key);
+      const k = `${outcome}:${grant}`;
+      s[k] = (s[k] || 0) + 1;
+    }
   };
   provider.on('grant.success', (ctx) => count(ctx, 'success'));
   provider.on('grant.error', (ctx, err) => { count(ctx, `error-${err.error || 'other'}`); });
@@ -182,7 +189,9 @@ const http = require('node:http');
         grant.addOIDCScope(scope);
         const grantId = await grant.save();
         const rt = new provider.RefreshToken({ client, accountId: account, grantId, scope, gty: 'authorization_code', authTime: Math.floor(Date.now() / 1000) });
-        res.end(await rt.save());
+        const value = await rt.save();
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ refresh_token: value, grant: `grant:${grantId}` }));
         return;
       }
       if (req.url.startsWith('/approve-device/')) {
