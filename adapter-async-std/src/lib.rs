@@ -188,6 +188,18 @@ pub async fn fetch_token(oauth: &OAuth2, tls: &TlsOptions) -> Result<TokenRespon
     postern_transport::http::fetch_token(&AsyncStd, tls, oauth).await
 }
 
+/// [`fetch_token`] through a shared store: the token another process fetched
+/// while it is fresh, else one fetched under the store's lease (see
+/// [`Sharing`]). Use it whenever a refresh token is shared: a direct
+/// redemption would retire the store's copy.
+pub async fn fetch_token_shared(
+    oauth: &OAuth2,
+    tls: &TlsOptions,
+    sharing: Sharing,
+) -> Result<TokenResponse, Error> {
+    postern_transport::http::fetch_token_shared(&AsyncStd, tls, oauth, sharing).await
+}
+
 /// The timer type of the runtime impl: public (an associated type must be)
 /// but unnameable outside this crate.
 mod timer {

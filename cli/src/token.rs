@@ -31,7 +31,12 @@ pub(crate) fn shown(text: &str) -> String {
 /// Fetches one token.
 pub(crate) async fn fetch(s: &Settings, oauth: &OAuth2) -> Result<TokenResponse, Failure> {
     let tls = setup::tls_options(s)?;
-    Ok(postern_tokio::fetch_token(oauth, &tls).await?)
+    // With a shared store, through it: a direct redemption of a shared
+    // refresh token would retire the store's copy.
+    match setup::sharing(s)? {
+        Some(sharing) => Ok(postern_tokio::fetch_token_shared(oauth, &tls, sharing).await?),
+        None => Ok(postern_tokio::fetch_token(oauth, &tls).await?),
+    }
 }
 
 /// Runs `postern token`.

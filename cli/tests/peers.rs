@@ -397,3 +397,130 @@ fn international_recipient_and_eight_bit_file_through_postfix() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `postern send` run three times, one process after the other, sharing a
+/// file store sealed with a key: one refresh-token redemption serves all
+/// three (short-public's tokens live 4 s), the rotated refresh token is in
+/// the store and in the file, and the store holds no token in clear.
+#[test]
+fn sequential_processes_share_a_sealed_file_store() {
+    let Some(p) = Peers::get() else { return };
+    let minted = json_get(&format!(
+        "{}/mint-refresh/short-public/sender@example.com",
+        p.var("ISSUER")
+    ));
+    let refresh = minted["refresh_token"].as_str().unwrap().to_owned();
+    let grant = minted["grant"].as_str().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(unique("shared"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("refresh");
+    std::fs::write(&file, &refresh).unwrap();
+    let store = dir.join("store");
+    let key = "q2dkPZ6MmE4Ux0N8HbnL0Nf0Gq6b7tqyy0BTRs1u3m8=";
+    let subject = unique("shared");
+    let started = std::time::Instant::now();
+    for n in 0..3 {
+        let mut args = vec!["send".to_owned()];
+        args.extend(base_args(&p, p.smtp_port(Server::Dovecot, true)));
+        args.extend(
+            [
+                "--tls",
+                "implicit",
+                "--client-id",
+                "short-public",
+                "--scope",
+                "openid offline_access mail",
+                "--refresh-token-file",
+                file.to_str().unwrap(),
+                "--user",
+                "sender@example.com",
+                "--from",
+                "sender@example.com",
+                "--to",
+                "rcpt@example.com",
+                "--subject",
+                &format!("{subject}-{n}"),
+                "--token-store",
+                &format!("file:{}", store.display()),
+                "--limits",
+                "microsoft365",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned()),
+        );
+        let o = run(&args, &[("POSTERN_STORE_KEY", key)]);
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(p.wait_for_mail("rcpt", &subject, 3).len(), 3);
+    let stats = json_get(&format!("{}/stats/{grant}", p.var("ISSUER")));
+    let redeemed = stats["success:refresh_token"].as_u64().unwrap();
+    // One redemption for the three processes while the first token lives
+    // (refreshed 2 s after it was issued).
+    let bound = 1 + u64::try_from(elapsed.as_secs() / 2).unwrap();
+    assert!(
+        redeemed <= bound,
+        "{redeemed} redemptions in {elapsed:?}: {stats}"
+    );
+    assert!(
+        stats.get("error-invalid_grant:refresh_token").is_none(),
+        "{stats}"
+    );
+    // The store: sealed records, nothing in clear, mode 0600.
+    let mut sealed = 0;
+    for e in std::fs::read_dir(&store).unwrap().flatten() {
+        let bytes = std::fs::read(e.path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(&refresh),
+            "the refresh token in clear in {}",
+            e.path().display()
+        );
+        if bytes.starts_with(b"postern-sealed-v1:") {
+            sealed += 1;
+        }
+    }
+    assert_eq!(sealed, 1, "one sealed token record");
+    // The rotated refresh token reached the file too.
+    assert_ne!(std::fs::read_to_string(&file).unwrap().trim(), refresh);
+    // A wrong key is refused with a clear error, naming the variable.
+    let mut args = vec!["token".to_owned()];
+    args.extend(base_args(&p, p.smtp_port(Server::Dovecot, true)));
+    args.extend(
+        [
+            "--client-id",
+            "short-public",
+            "--refresh-token-file",
+            file.to_str().unwrap(),
+            "--user",
+            "sender@example.com",
+            "--token-store",
+            &format!("file:{}", store.display()),
+            "--store-key-env",
+            "MY_KEY",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned()),
+    );
+    let o = run(&args, &[("MY_KEY", "not a key")]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("MY_KEY") && err.contains("32 bytes"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GET a JSON document from the test token server.
+fn json_get(url: &str) -> serde_json::Value {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(authority).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+}

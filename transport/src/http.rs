@@ -50,6 +50,31 @@ pub(crate) async fn request_token<R: Runtime>(
     }
 }
 
+/// A token through a shared store ([`crate::Sharing`]): the one another
+/// process fetched when it is still fresh, else one fetched under the
+/// store's lease. A refresh token shared by several processes must be
+/// redeemed this way, never by [`fetch_token`] (which would retire the
+/// store's copy).
+pub async fn fetch_token_shared<R: Runtime>(
+    rt: &R,
+    tls: &crate::tls::TlsOptions,
+    oauth: &OAuth2,
+    sharing: crate::Sharing,
+) -> Result<TokenResponse, Error> {
+    let config = tls.client_config()?;
+    let coordinator = std::sync::Arc::new(crate::sharing::Coordinator::new(sharing, &oauth.user));
+    let provider = std::sync::Arc::new(crate::provider::TokenProvider::new(
+        oauth.clone(),
+        config,
+        Some(coordinator),
+    ));
+    let issued = provider.token(rt).await?;
+    let expires_in = provider
+        .expires_at(rt)
+        .map(|at| at.saturating_duration_since(rt.now()));
+    Ok(TokenResponse::bearer(issued.token, expires_in))
+}
+
 /// Fetches one access token for `oauth`, outside the transport's cache:
 /// what a command-line `token` check or a set-up diagnosis needs (the whole
 /// response, lifetime included). Certificates are checked with `tls`.

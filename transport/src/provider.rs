@@ -80,6 +80,15 @@ impl TokenProvider {
         &self.config.user
     }
 
+    /// When the cached token expires, if there is one.
+    pub(crate) fn expires_at<R: Runtime>(&self, rt: &R) -> Option<std::time::Instant> {
+        self.lock()
+            .cache
+            .lookup(rt.now())
+            .token
+            .map(|t| t.expires_at)
+    }
+
     /// Token requests sent so far.
     pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
