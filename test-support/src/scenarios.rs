@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use postern_transport::runtime::Runtime;
 use postern_transport::{
-    AuthFailureKind, ClientCredential, Envelope, Error, Mailbox, Message, OAuth2, PoolConfig,
-    Secret, Security, Timeouts, TlsOptions, Transport, TransportBuilder,
+    AuthFailureKind, ClientCredential, Envelope, Error, Mailbox, MailboxLimits, MemoryStore,
+    Message, OAuth2, PoolConfig, Rate, Secret, Security, Sharing, Store, Timeouts, TlsOptions,
+    Transport, TransportBuilder,
 };
 
 use crate::{
@@ -615,6 +616,158 @@ pub async fn concurrent_sends_fetch_once<R: Runtime + Default>() {
     t.shutdown().await;
 }
 
+/// Two transports (two processes' worth of caches) sharing one store: one
+/// token request serves both.
+pub async fn shared_tokens_one_fetch<R: Runtime + Default>() {
+    let (pki, _tokens, token_server, server) = oauth_setup(3600);
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new());
+    let make = || {
+        builder(R::default(), "localhost", server.port(), Security::StartTls)
+            .tls(roots(&pki))
+            .oauth2(app_oauth(&token_server, "app~secret"))
+            .share(Sharing::new(std::sync::Arc::clone(&store)))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make(), make());
+    a.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    b.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert_eq!(
+        token_server.requests(),
+        1,
+        "the second transport adopted the token"
+    );
+    assert_eq!(a.stats().token_fetches + b.stats().token_fetches, 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Limits shared by two transports through one store, and the replies the
+/// core classifies: a `432 4.3.2` is backed off with jitter and the message
+/// sent once; the recipient quota refuses before connecting; a `554 5.2.0`
+/// quota refusal stops the mailbox for the other transport too.
+pub async fn shared_limits_and_replies<R: Runtime + Default>() {
+    let script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>> =
+        std::sync::Arc::default();
+    let server = SmtpServer::start(SmtpServerConfig {
+        mail_script: std::sync::Arc::clone(&script),
+        ..Default::default()
+    })
+    .unwrap();
+    let pair = |limits: MailboxLimits| {
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new());
+        let make = || {
+            builder(
+                R::default(),
+                "127.0.0.1",
+                server.port(),
+                Security::Plaintext,
+            )
+            .share(Sharing::new(std::sync::Arc::clone(&store)).limits(limits))
+            .build()
+            .unwrap()
+        };
+        (make(), make())
+    };
+    let (a, b) = pair(MailboxLimits::none().recipients(Some(Rate::per_day(6))));
+    lock(&script).push_back(
+        "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded [Hostname=X]".into(),
+    );
+    let started = std::time::Instant::now();
+    a.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "no backoff after 432: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.messages().len(), 1, "sent once");
+    let four = [
+        "r1@example.com",
+        "r2@example.com",
+        "r3@example.com",
+        "r4@example.com",
+    ];
+    b.send(&envelope(&four), MESSAGE).await.unwrap();
+    let connections = server.connections();
+    match b
+        .send(&envelope(&["r5@example.com", "r6@example.com"]), MESSAGE)
+        .await
+    {
+        Err(e @ Error::LimitReached { .. }) => assert!(e.is_transient(), "{e}"),
+        other => panic!("7 recipients of 6 went: {other:?}"),
+    }
+    assert_eq!(
+        server.connections(),
+        connections,
+        "refused before connecting"
+    );
+    assert_eq!(server.messages().len(), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let (a, b) = pair(MailboxLimits::none().recipients(Some(Rate::per_day(1000))));
+    lock(&script).push_back(
+        "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException".into(),
+    );
+    match a.send(&envelope(&["rcpt@example.com"]), MESSAGE).await {
+        Err(e @ Error::Rejected(_)) => assert!(e.limit_signal().is_some(), "{e}"),
+        other => panic!("the quota refusal was not reported: {other:?}"),
+    }
+    let connections = server.connections();
+    match b.send(&envelope(&["rcpt@example.com"]), MESSAGE).await {
+        Err(Error::LimitReached { .. }) => {}
+        other => panic!("the other transport sent after a quota refusal: {other:?}"),
+    }
+    assert_eq!(server.connections(), connections);
+    assert_eq!(server.messages().len(), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A message rate of 3 per 2 s: the 4th and the 7th message wait for the
+/// next window.
+pub async fn shared_message_rate<R: Runtime + Default>() {
+    let server = SmtpServer::start(SmtpServerConfig::default()).unwrap();
+    let rate = Rate {
+        count: 3,
+        per: Duration::from_secs(2),
+    };
+    let t = builder(
+        R::default(),
+        "127.0.0.1",
+        server.port(),
+        Security::Plaintext,
+    )
+    .share(
+        Sharing::new(std::sync::Arc::new(MemoryStore::new()))
+            .limits(MailboxLimits::none().messages(Some(rate))),
+    )
+    .build()
+    .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..7 {
+        t.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+            .await
+            .unwrap();
+    }
+    // Three windows are touched, so the last message went at least one
+    // whole window after the first.
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(t.stats().rate_waits >= 2, "{:?}", t.stats());
+    assert_eq!(server.messages().len(), 7);
+    t.shutdown().await;
+}
+
 /// Pool behaviour: sequential sends reuse one connection; past
 /// `noop_after` a NOOP checks it first; a session the server dropped while
 /// idle is replaced transparently. On virtual time: idle periods are clock
@@ -1183,6 +1336,9 @@ macro_rules! transport_tests {
             concurrent_sends_fetch_once,
             send_all_pipelined,
             relay_step_by_step,
+            shared_tokens_one_fetch,
+            shared_limits_and_replies,
+            shared_message_rate,
         );
         $crate::transport_tests!(@virtual #[$attr] $rt;
             token_rejected_then_refreshed_once,

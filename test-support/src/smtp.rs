@@ -58,6 +58,9 @@ pub struct SmtpServerConfig {
     pub reject_recipients: Vec<String>,
     /// Senders refused at MAIL with `550 5.7.1`.
     pub reject_senders: Vec<String>,
+    /// Replies given to the next MAIL commands, in order, across sessions,
+    /// before the usual `250` (a provider's limit refusals).
+    pub mail_script: Arc<Mutex<std::collections::VecDeque<String>>>,
     /// Close a session idle this long with `421 4.4.2`.
     pub idle_close: Option<Duration>,
     /// Answer every AUTH with this reply at once (for example Exchange's
@@ -91,6 +94,7 @@ impl Default for SmtpServerConfig {
             hash_bodies: true,
             reject_recipients: Vec::new(),
             reject_senders: Vec::new(),
+            mail_script: Arc::default(),
             idle_close: None,
             auth_reply: None,
             mechanisms: "PLAIN LOGIN XOAUTH2 OAUTHBEARER".to_owned(),
@@ -481,8 +485,16 @@ impl Session {
                 }
                 "MAIL" => {
                     let from = angle(&line);
+                    let scripted = self
+                        .config
+                        .mail_script
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .pop_front();
                     if self.config.require_auth && self.user.is_none() {
                         self.reply("530 5.7.0 Authentication required").await?;
+                    } else if let Some(reply) = scripted {
+                        self.reply(&reply).await?;
                     } else if self
                         .config
                         .reject_senders
