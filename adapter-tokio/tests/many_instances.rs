@@ -14,7 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use postern_test_support::peers::{Peers, Server};
+use postern_test_support::redis::RedisServer as Redis;
 use postern_tokio::{
     CacheConfig, ClientCredential, Endpoint, Envelope, Error, Mailbox, MailboxLimits, OAuth2,
     PoolConfig, Secret, Sharing, TokenGrant, open_store,
@@ -266,90 +267,6 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
-/// A `redis-server` on a free loopback port, persisting every write (AOF,
-/// `appendfsync always`): a store holding rotated refresh tokens must
-/// survive its own restart.
-struct Redis {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("postern-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = Redis {
-            port,
-            dir,
-            child: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                self.dir.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server; tests/peers/install.sh)");
-        self.child = Some(child);
-        let start = Instant::now();
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                s.write_all(b"PING\r\n").unwrap();
-                let mut line = String::new();
-                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+PONG") {
-                    return;
-                }
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn http_get(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
@@ -507,7 +424,7 @@ fn check_tokens(f: &Fleet, what: &str) {
 #[test]
 fn redis_store_many_processes() {
     let Some(p) = Peers::get() else { return };
-    let redis = Redis::start();
+    let Some(redis) = Redis::start() else { return };
     // Paced a little so the run spans several token lifetimes.
     let f = fleet(&p, &redis.url(), 30, || {});
     check_tokens(&f, "redis");
@@ -556,7 +473,9 @@ fn file_store_many_processes() {
 #[test]
 fn redis_killed_and_restarted_mid_run() {
     let Some(p) = Peers::get() else { return };
-    let mut redis = Redis::start();
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
     let down = Arc::new(AtomicBool::new(false));
     // Paced (about 170 messages a second in all), so that the run goes on
     // well past the restart and every process sees the store come back.
@@ -581,7 +500,7 @@ fn redis_killed_and_restarted_mid_run() {
 #[test]
 fn lease_holder_killed_mid_fetch() {
     let Some(p) = Peers::get() else { return };
-    let redis = Redis::start();
+    let Some(redis) = Redis::start() else { return };
     // A token endpoint that swallows the first request and forwards the
     // rest to oidc-provider.
     let token_port: u16 = p

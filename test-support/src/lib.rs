@@ -22,6 +22,7 @@ mod generate;
 mod oauth;
 pub mod peers;
 mod pki;
+pub mod redis;
 pub mod scenarios;
 mod sink;
 mod smtp;

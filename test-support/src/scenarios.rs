@@ -619,8 +619,12 @@ pub async fn concurrent_sends_fetch_once<R: Runtime + Default>() {
 /// Two transports (two processes' worth of caches) sharing one store: one
 /// token request serves both.
 pub async fn shared_tokens_one_fetch<R: Runtime + Default>() {
+    shared_tokens_one_fetch_on::<R>(std::sync::Arc::new(MemoryStore::new())).await;
+}
+
+/// [`shared_tokens_one_fetch`] through `store` (a Redis or file store).
+pub async fn shared_tokens_one_fetch_on<R: Runtime + Default>(store: std::sync::Arc<dyn Store>) {
     let (pki, _tokens, token_server, server) = oauth_setup(3600);
-    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new());
     let make = || {
         builder(R::default(), "localhost", server.port(), Security::StartTls)
             .tls(roots(&pki))
@@ -766,6 +770,39 @@ pub async fn shared_message_rate<R: Runtime + Default>() {
     assert!(t.stats().rate_waits >= 2, "{:?}", t.stats());
     assert_eq!(server.messages().len(), 7);
     t.shutdown().await;
+}
+
+/// What every [`Store`] must do: compare-and-swap against the value read
+/// (absent included), delete, counters per window, values kept apart by
+/// key.
+pub async fn store_conformance(store: &dyn Store) {
+    let key = format!("conformance:{}", std::process::id());
+    let other = format!("{key}:other");
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert!(store.swap(&key, None, Some(b"one")).await.unwrap());
+    assert!(
+        !store.swap(&key, None, Some(b"two")).await.unwrap(),
+        "swap over a value expected absent"
+    );
+    assert!(!store.swap(&key, Some(b"zero"), Some(b"two")).await.unwrap());
+    assert!(store.swap(&key, Some(b"one"), Some(b"two")).await.unwrap());
+    assert_eq!(store.get(&key).await.unwrap().as_deref(), Some(&b"two"[..]));
+    assert_eq!(store.get(&other).await.unwrap(), None);
+    let binary: Vec<u8> = (0..=255).collect();
+    assert!(store.swap(&other, None, Some(&binary)).await.unwrap());
+    assert_eq!(store.get(&other).await.unwrap(), Some(binary.clone()));
+    assert!(store.swap(&key, Some(b"two"), None).await.unwrap());
+    assert_eq!(store.get(&key).await.unwrap(), None);
+    assert!(store.swap(&other, Some(&binary), None).await.unwrap());
+    let keep = Duration::from_secs(60);
+    let counter = format!("{key}:count");
+    assert_eq!(store.add(&counter, 7, 1, keep).await.unwrap(), 1);
+    assert_eq!(store.add(&counter, 7, 5, keep).await.unwrap(), 6);
+    assert_eq!(
+        store.add(&counter, 8, 1, keep).await.unwrap(),
+        1,
+        "a new window starts at zero"
+    );
 }
 
 /// Pool behaviour: sequential sends reuse one connection; past
