@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    fsync: &'static str,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -27,6 +28,13 @@ impl RedisServer {
     /// `POSTERN_REAL_PEERS=1`.
     #[must_use]
     pub fn start() -> Option<RedisServer> {
+        Self::start_with_fsync("always")
+    }
+
+    /// [`Self::start`] with another `appendfsync` policy (`everysec`: an
+    /// fsync a second, what Redis uses by default with AOF).
+    #[must_use]
+    pub fn start_with_fsync(fsync: &'static str) -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -49,6 +57,7 @@ impl RedisServer {
         let _ = std::fs::create_dir_all(&dir);
         let mut r = RedisServer {
             port,
+            fsync,
             dir,
             child: None,
         };
@@ -72,7 +81,7 @@ impl RedisServer {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                self.fsync,
                 "--dir",
             ])
             .arg(&self.dir)

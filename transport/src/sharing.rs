@@ -119,6 +119,10 @@ pub(crate) struct Coordinator {
     local: MemoryStore,
     degraded: AtomicBool,
     rolls: AtomicU64,
+    /// A quota stop known here (Unix ms), and when the store was last read
+    /// for one.
+    stopped_until_ms: AtomicU64,
+    stop_checked_ms: AtomicU64,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -271,6 +275,8 @@ impl Coordinator {
             local: MemoryStore::new(),
             degraded: AtomicBool::new(false),
             rolls: AtomicU64::new(0),
+            stopped_until_ms: AtomicU64::new(0),
+            stop_checked_ms: AtomicU64::new(0),
         }
     }
 
@@ -449,13 +455,7 @@ impl Coordinator {
         }
         loop {
             let now_ms = unix_ms();
-            let stop_key = format!("{}:stopped", self.mailbox);
-            if let Ok(Some(v)) = self.op(rt, |s| s.get(&stop_key)).await
-                && let Some(until) = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                && until > now_ms
-            {
+            if let Some(until) = self.stopped_until(rt, now_ms).await {
                 return Err(Error::LimitReached {
                     until_unix_ms: until,
                     what: "the mailbox's sending quota (the server refused a message for it)",
@@ -496,6 +496,24 @@ impl Coordinator {
                 _ => Ok(()),
             };
         }
+    }
+
+    /// When a quota refusal stopped the mailbox, until when. Read from the
+    /// store at most once a second (a refusal seen here is known at once).
+    async fn stopped_until<R: Runtime>(&self, rt: &R, now_ms: u64) -> Option<u64> {
+        let checked = self.stop_checked_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(checked) >= 1000 {
+            let key = format!("{}:stopped", self.mailbox);
+            if let Ok(v) = self.op(rt, |s| s.get(&key)).await {
+                let until = v
+                    .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                self.stopped_until_ms.fetch_max(until, Ordering::Relaxed);
+                self.stop_checked_ms.store(now_ms, Ordering::Relaxed);
+            }
+        }
+        let until = self.stopped_until_ms.load(Ordering::Relaxed);
+        (until > now_ms).then_some(until)
     }
 
     async fn count<R: Runtime>(
@@ -636,6 +654,7 @@ impl Coordinator {
             .op(rt, |s| s.swap(&key, current.as_deref(), Some(&value)))
             .await;
         let _ = self.local.swap(&key, None, Some(&value)).await;
+        self.stopped_until_ms.fetch_max(until, Ordering::Relaxed);
     }
 
     /// How long an idle connection holding a slot stays in the pool.
