@@ -25,7 +25,7 @@ use postern_test_support::peers::{Peers, Server};
 use postern_test_support::redis::RedisServer as Redis;
 use postern_tokio::{
     CacheConfig, ClientCredential, Endpoint, Envelope, Error, Mailbox, MailboxLimits, OAuth2,
-    PoolConfig, Secret, Sharing, TokenGrant, open_store,
+    PoolConfig, Secret, Sharing, StoreKey, TokenGrant, open_store,
 };
 
 const WORKERS: usize = 4;
@@ -66,6 +66,10 @@ fn fleet_worker() {
             .lease(Duration::from_millis(get("lease_ms").parse().unwrap_or(30_000)))
             .op_timeout(Duration::from_millis(500))
             .limits(limits);
+        let sharing = match get("store_key").as_str() {
+            "" => sharing,
+            key => sharing.store_key(StoreKey::from_base64(key).unwrap()),
+        };
         let transport = p
             .builder::<postern_tokio::Tokio>(Server::Dovecot, true, "localhost")
             .port(get("smtp_port").parse().unwrap())
@@ -267,6 +271,47 @@ fn copy(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.shutdown(std::net::Shutdown::Both);
 }
 
+/// The values of the keys matching `pattern` in the Redis at `port`, read
+/// with raw RESP (KEYS, then GET each).
+fn redis_values(port: u16, pattern: &str) -> Vec<Vec<u8>> {
+    fn command(s: &mut TcpStream, args: &[&str]) {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes()).unwrap();
+    }
+    fn line(r: &mut std::io::BufReader<TcpStream>) -> String {
+        let mut l = String::new();
+        std::io::BufRead::read_line(r, &mut l).unwrap();
+        l.trim_end().to_owned()
+    }
+    fn bulk(r: &mut std::io::BufReader<TcpStream>, header: &str) -> Vec<u8> {
+        let n: usize = header[1..].parse().unwrap();
+        let mut buf = vec![0; n + 2];
+        r.read_exact(&mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    command(&mut s, &["KEYS", pattern]);
+    let n: usize = line(&mut r)[1..].parse().unwrap();
+    let keys: Vec<String> = (0..n)
+        .map(|_| {
+            let h = line(&mut r);
+            String::from_utf8(bulk(&mut r, &h)).unwrap()
+        })
+        .collect();
+    keys.iter()
+        .map(|k| {
+            command(&mut s, &["GET", k]);
+            let h = line(&mut r);
+            bulk(&mut r, &h)
+        })
+        .collect()
+}
+
 fn http_get(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
@@ -342,6 +387,7 @@ fn delivered(p: &Peers, tag: &str, count: usize) -> BTreeMap<String, usize> {
 }
 
 struct Fleet {
+    refresh: String,
     results: Vec<BTreeMap<String, u64>>,
     tokens: BTreeMap<String, u64>,
     elapsed: Duration,
@@ -350,7 +396,20 @@ struct Fleet {
 
 /// Runs `WORKERS` processes of `PER_WORKER` messages on `store`, calling
 /// `during` while they run, and checks delivery: every message exactly once.
+/// The store key the Redis fleet seals its records with.
+const STORE_KEY: &str = "q2dkPZ6MmE4Ux0N8HbnL0Nf0Gq6b7tqyy0BTRs1u3m8=";
+
 fn fleet(p: &Peers, store: &str, pause_ms: u64, during: impl FnOnce()) -> Fleet {
+    fleet_with(p, store, pause_ms, "", during)
+}
+
+fn fleet_with(
+    p: &Peers,
+    store: &str,
+    pause_ms: u64,
+    store_key: &str,
+    during: impl FnOnce(),
+) -> Fleet {
     let counter = counting_forwarder(p.smtp_port(Server::Dovecot, true));
     let (refresh, grant) = mint(p);
     let before = token_stats(p, &grant);
@@ -360,7 +419,7 @@ fn fleet(p: &Peers, store: &str, pause_ms: u64, during: impl FnOnce()) -> Fleet 
     let children: Vec<Child> = (0..WORKERS)
         .map(|w| {
             spawn_worker(&format!(
-                "store={store};namespace={namespace};token_url={};refresh={refresh};smtp_port={};count={PER_WORKER};tag={tag}-w{w};pause_ms={pause_ms}",
+                "store={store};namespace={namespace};token_url={};refresh={refresh};smtp_port={};count={PER_WORKER};tag={tag}-w{w};pause_ms={pause_ms};store_key={store_key}",
                 p.var("TOKEN_URL"),
                 counter.port
             ))
@@ -386,6 +445,7 @@ fn fleet(p: &Peers, store: &str, pause_ms: u64, during: impl FnOnce()) -> Fleet 
         .collect();
     assert_eq!(ids.keys().cloned().collect::<BTreeSet<_>>(), expected);
     Fleet {
+        refresh,
         results,
         tokens,
         elapsed,
@@ -425,8 +485,9 @@ fn check_tokens(f: &Fleet, what: &str) {
 fn redis_store_many_processes() {
     let Some(p) = Peers::get() else { return };
     let Some(redis) = Redis::start() else { return };
-    // Paced a little so the run spans several token lifetimes.
-    let f = fleet(&p, &redis.url(), 30, || {});
+    // Paced a little so the run spans several token lifetimes; records
+    // sealed with a store key.
+    let f = fleet_with(&p, &redis.url(), 30, STORE_KEY, || {});
     check_tokens(&f, "redis");
     assert!(
         f.max_connections as u32 <= CONNECTION_LIMIT,

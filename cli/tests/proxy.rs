@@ -716,3 +716,124 @@ upstream = {{ provider = "microsoft", tenant = "contoso", client_id = "app", ref
         "nothing listens"
     );
 }
+
+/// GET a JSON document from the test token server.
+fn json_get(url: &str) -> serde_json::Value {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(authority).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut s, &mut response).unwrap();
+    serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// Two proxy instances sharing one Redis token store and one mailbox: a
+/// rotating refresh token (short-public, 4 s tokens) is redeemed about once
+/// per refresh for both, never twice (oidc-provider would revoke the
+/// grant), and at most one upstream connection is open for the mailbox
+/// (`max_mailbox_connections = 1`) as the shared slot is handed over.
+#[test]
+fn two_proxies_share_one_redis_store() {
+    let Some(p) = Peers::get() else { return };
+    let Some(redis) = postern_test_support::redis::RedisServer::start() else {
+        return;
+    };
+    let minted = json_get(&format!(
+        "{}/mint-refresh/short-public/sender@example.com",
+        p.var("ISSUER")
+    ));
+    let grant = minted["grant"].as_str().unwrap().to_owned();
+    let dir = std::env::temp_dir().join(unique("two-proxies"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let refresh_file = dir.join("refresh");
+    std::fs::write(&refresh_file, minted["refresh_token"].as_str().unwrap()).unwrap();
+    let instance = |n: usize| {
+        let port = free_port();
+        let sub = dir.join(format!("p{n}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        let config = format!(
+            r#"[[listener]]
+listen = "127.0.0.1:{port}"
+upstream = {{ host = "localhost", port = {}, tls = "implicit", ca_file = "{}" }}
+
+[[account]]
+name = "{USER}"
+password_hash = "{}"
+upstream = {{ provider = "generic", token_url = "{}", allow_http_token_url = true, client_id = "short-public", scope = "openid offline_access mail", refresh_token_file = "{}", auth = "xoauth2", token_store = "{}", max_mailbox_connections = 1 }}
+"#,
+            p.smtp_port(Server::Dovecot, true),
+            p.var("CA_FILE"),
+            hash(PASSWORD),
+            p.var("TOKEN_URL"),
+            refresh_file.display(),
+            redis.url(),
+        );
+        std::fs::write(sub.join("proxy.toml"), config).unwrap();
+        let child = launch(
+            &sub,
+            "--config",
+            "proxy.toml",
+            &[(
+                "POSTERN_STORE_KEY",
+                "q2dkPZ6MmE4Ux0N8HbnL0Nf0Gq6b7tqyy0BTRs1u3m8=",
+            )],
+            port,
+        );
+        (child, port)
+    };
+    let (mut a, port_a) = instance(0);
+    let (mut b, port_b) = instance(1);
+    let subject = unique("shared-proxies");
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(7) {
+        let port = if sent % 2 == 0 { port_a } else { port_b };
+        let o = swaks(
+            port,
+            &[
+                "--from",
+                USER,
+                "--to",
+                "rcpt@example.com",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                USER,
+                "--auth-password",
+                PASSWORD,
+                "--header",
+                &format!("Subject: {subject}-{sent}"),
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        sent += 1;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(p.wait_for_mail("rcpt", &subject, sent).len(), sent);
+    let stats = json_get(&format!("{}/stats/{grant}", p.var("ISSUER")));
+    let redeemed = stats["success:refresh_token"].as_u64().unwrap();
+    let bound = 2 + elapsed.as_secs() / 2;
+    eprintln!(
+        "two proxies: {sent} messages in {elapsed:?}, {redeemed} refresh-token redemptions \
+         (two unshared proxies would make about {})",
+        2 * (1 + elapsed.as_secs() / 2)
+    );
+    assert!(
+        redeemed <= bound,
+        "{redeemed} redemptions in {elapsed:?}: {stats}"
+    );
+    assert!(
+        stats
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("error")),
+        "a refresh token was redeemed twice: {stats}"
+    );
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -803,6 +803,19 @@ pub async fn store_conformance(store: &dyn Store) {
         1,
         "a new window starts at zero"
     );
+    assert_eq!(
+        store.add(&counter, 8, 0, keep).await.unwrap(),
+        1,
+        "n = 0 reads"
+    );
+    assert_eq!(store.add(&counter, 8, 2, keep).await.unwrap(), 3);
+    let earlier = store.add(&counter, 7, 0, keep).await.unwrap();
+    assert!(earlier == 0 || earlier == 6, "window 7 read as {earlier}");
+    assert_eq!(
+        store.add(&counter, 8, 0, keep).await.unwrap(),
+        3,
+        "reading an earlier window leaves the current one alone"
+    );
 }
 
 /// Pool behaviour: sequential sends reuse one connection; past

@@ -48,7 +48,7 @@ pub(crate) struct Pool<R: Runtime> {
     idle: Arc<Mutex<Vec<Connection<R>>>>,
     /// Under a shared connection limit: how long an idle connection keeps
     /// its slot before it is closed.
-    idle_hold: Option<Duration>,
+    idle_hold: Option<(Duration, Arc<crate::sharing::Coordinator>)>,
     permits: Arc<Semaphore>,
     shut: AtomicBool,
     opened: AtomicU64,
@@ -57,7 +57,10 @@ pub(crate) struct Pool<R: Runtime> {
 }
 
 impl<R: Runtime> Pool<R> {
-    pub(crate) fn new(config: PoolConfig, idle_hold: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        config: PoolConfig,
+        idle_hold: Option<(Duration, Arc<crate::sharing::Coordinator>)>,
+    ) -> Self {
         Pool {
             permits: Arc::new(Semaphore::new(config.max_connections.max(1))),
             config,
@@ -158,13 +161,28 @@ impl<R: Runtime> Pool<R> {
         }
         let since = rt.now();
         conn.idle_since = since;
-        if let Some(hold) = self.idle_hold {
-            // Free the slot for other processes when this one goes quiet.
+        if let Some((hold, coordinator)) = &self.idle_hold {
+            // Free the slot for other processes when this one goes quiet,
+            // or at once when another process waits for a slot.
+            let (hold, coordinator) = (*hold, Arc::clone(coordinator));
             let idle = Arc::clone(&self.idle);
             let id = conn.id;
             let rt2 = rt.clone();
             rt.spawn(async move {
-                rt2.sleep_until(since + hold).await;
+                let end = since + hold;
+                loop {
+                    let next = (rt2.now() + Duration::from_millis(100)).min(end);
+                    rt2.sleep_until(next).await;
+                    let still_idle = lock(&idle)
+                        .iter()
+                        .any(|c| c.id == id && c.idle_since == since);
+                    if !still_idle {
+                        return;
+                    }
+                    if rt2.now() >= end || coordinator.someone_waits(&rt2).await {
+                        break;
+                    }
+                }
                 let expired = {
                     let mut idle = lock(&idle);
                     idle.iter()

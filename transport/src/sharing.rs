@@ -123,6 +123,8 @@ pub(crate) struct Coordinator {
     /// for one.
     stopped_until_ms: AtomicU64,
     stop_checked_ms: AtomicU64,
+    /// When this process last said it waits for a slot (Unix ms).
+    waiting_noted_ms: AtomicU64,
 }
 
 fn digest(parts: &[&str]) -> String {
@@ -277,6 +279,7 @@ impl Coordinator {
             rolls: AtomicU64::new(0),
             stopped_until_ms: AtomicU64::new(0),
             stop_checked_ms: AtomicU64::new(0),
+            waiting_noted_ms: AtomicU64::new(0),
         }
     }
 
@@ -568,6 +571,19 @@ impl Coordinator {
         rt: &R,
         deadline: Instant,
     ) -> Result<(), Error> {
+        // Tell holders of idle connections (in any process) that a caller
+        // waits, at most every 200 ms.
+        let now_ms = unix_ms();
+        let noted = self.waiting_noted_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(noted) >= 200 {
+            self.waiting_noted_ms.store(now_ms, Ordering::Relaxed);
+            let key = format!("{}:waiting", self.mailbox);
+            let _ = self
+                .op(rt, |s| {
+                    s.add(&key, now_ms / 1000, 1, Duration::from_secs(10))
+                })
+                .await;
+        }
         let at = rt.now() + Duration::from_millis(20 + jitter_ms(60));
         if at >= deadline {
             return Err(Error::LimitReached {
@@ -655,6 +671,21 @@ impl Coordinator {
             .await;
         let _ = self.local.swap(&key, None, Some(&value)).await;
         self.stopped_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether a caller (in any process) waited for a connection slot in
+    /// this second or the last.
+    pub(crate) async fn someone_waits<R: Runtime>(&self, rt: &R) -> bool {
+        let key = format!("{}:waiting", self.mailbox);
+        let second = unix_ms() / 1000;
+        let keep = Duration::from_secs(10);
+        let mut waiting = 0;
+        for window in [second, second.saturating_sub(1)] {
+            if let Ok(n) = self.op(rt, |s| s.add(&key, window, 0, keep)).await {
+                waiting += n;
+            }
+        }
+        waiting > 0
     }
 
     /// How long an idle connection holding a slot stays in the pool.

@@ -78,8 +78,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> StoreFuture<'a, bool>;
 
     /// Adds `n` to the counter `key` of window `window` and returns the new
-    /// total. A counter of another window starts from zero; old windows are
-    /// forgotten after `keep`.
+    /// total (`n = 0` reads it). A later window starts from zero; an earlier
+    /// one may be forgotten (0) once a later one is counted, and is after
+    /// `keep`.
     fn add<'a>(&'a self, key: &'a str, window: u64, n: u64, keep: Duration)
     -> StoreFuture<'a, u64>;
 
@@ -121,7 +122,11 @@ impl MemoryStore {
     fn add_now(&self, key: &str, window: u64, n: u64) -> u64 {
         let mut counters = lock(&self.counters);
         let entry = counters.entry(key.to_owned()).or_insert((window, 0));
-        if entry.0 != window {
+        if window < entry.0 {
+            // A window already over: forgotten.
+            return 0;
+        }
+        if window > entry.0 {
             *entry = (window, 0);
         }
         entry.1 = entry.1.saturating_add(n);
@@ -295,10 +300,15 @@ impl Store for FileStore {
             let text = String::from_utf8_lossy(&old);
             let mut parts = text.split_whitespace().map(str::parse::<u64>);
             let count = match (parts.next(), parts.next()) {
+                // A window already over: forgotten, and the file left alone.
+                (Some(Ok(w)), Some(Ok(_))) if w > window => return Ok(0),
                 (Some(Ok(w)), Some(Ok(c))) if w == window => c,
                 _ => 0,
             }
             .saturating_add(n);
+            if n == 0 {
+                return Ok(count);
+            }
             // A counter lost in a crash only lets a little more through in
             // its window: not worth an fsync per message.
             replace(path, format!("{window} {count}\n").as_bytes(), false)?;

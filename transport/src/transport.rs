@@ -222,7 +222,12 @@ impl<R: Runtime> TransportBuilder<R> {
                     pipeline_transactions: self.pipeline_transactions,
                 },
                 login,
-                pool: Pool::new(self.pool, coordinator.as_ref().and_then(|c| c.idle_hold())),
+                pool: Pool::new(
+                    self.pool,
+                    coordinator
+                        .as_ref()
+                        .and_then(|c| c.idle_hold().map(|h| (h, Arc::clone(c)))),
+                ),
                 coordinator,
                 rt: self.rt,
                 #[cfg(feature = "dkim")]
