@@ -498,6 +498,14 @@ fn redis_store_many_processes() {
         f.max_connections >= 2,
         "the limit was never reached: the test proves little"
     );
+    // What an attacker with Redis access reads: sealed records only.
+    let records = redis_values(redis.port(), "*:token:*");
+    assert_eq!(records.len(), 1, "one token record");
+    for r in &records {
+        assert!(r.starts_with(b"postern-sealed-v1:"));
+        let original = f.refresh.as_bytes();
+        assert!(!r.windows(original.len()).any(|w| w == original));
+    }
     for r in &f.results {
         assert_eq!(r["degraded"], 0, "{r:?}");
     }
