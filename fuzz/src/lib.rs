@@ -774,3 +774,171 @@ pub fn server(input: ServerInput) {
         }
     }
 }
+
+/// One step of processes sharing a token record ([`shared_record`]).
+#[derive(Arbitrary, Debug)]
+pub enum SharedOp {
+    /// Time passes (milliseconds).
+    Advance(u16),
+    /// Process `who` asks the core what to do, and does it: adopt, wait, or
+    /// take the lease (the compare-and-swap always succeeds here: one
+    /// thread) and start a fetch.
+    Plan {
+        /// Which process (of 4).
+        who: u8,
+    },
+    /// Process `who`'s fetch ends: a token (with a rotated refresh token or
+    /// not), or a failure with a `Retry-After`.
+    Complete {
+        /// Which process.
+        who: u8,
+        /// The fetch failed.
+        failed: bool,
+        /// The server rotated the refresh token.
+        rotated: bool,
+        /// `Retry-After`, seconds.
+        after: Option<u8>,
+    },
+}
+
+/// The shared record's bytes and the processes' lease protocol, from
+/// arbitrary bytes and steps: decoding never panics, sealed records open
+/// only under their key and name, and while every fetch ends within its
+/// lease no refresh token is redeemed twice and no rotated one is lost.
+pub fn shared_record(input: (Vec<u8>, Vec<SharedOp>)) {
+    use postern_oauth::shared::{
+        self, Outcome as Shared, Plan, SharedConfig, SharedRecord, SharedToken, StoreKey,
+    };
+    let (bytes, ops) = input;
+    let key = StoreKey::new([5; 32]);
+    let _ = SharedRecord::from_bytes(&bytes, None, "k");
+    let _ = SharedRecord::from_bytes(&bytes, Some(&key), "k");
+    if let Ok(r) = SharedRecord::decode(&bytes) {
+        let sealed = r.to_bytes(Some(&key), "k", [1; 24]);
+        assert_eq!(
+            SharedRecord::from_bytes(&sealed, Some(&key), "k").ok(),
+            Some(r.clone())
+        );
+        assert!(SharedRecord::from_bytes(&sealed, Some(&key), "other").is_err());
+    }
+
+    let config = SharedConfig::default()
+        .lease(Duration::from_secs(5))
+        .margin(Duration::from_millis(500));
+    let cache = CacheConfig::default();
+    let names = ["a", "b", "c", "d"];
+    let initial = Secret::new("rt-0");
+    let mut store: Option<SharedRecord> = None;
+    let mut now: u64 = 1_000_000;
+    // Per process: the refresh token being redeemed and its lease end.
+    let mut fetching: [Option<(Option<Secret>, u64)>; 4] = Default::default();
+    // Refresh tokens the server retired (redeemed with a rotation).
+    let mut consumed: Vec<Secret> = Vec::new();
+    let mut chain_dead = false;
+    let mut issued = 0u32;
+    for op in ops.into_iter().take(256) {
+        // A fetch still out when its lease lapses is a process that died
+        // (the premise: a live one ends its fetch within the lease).
+        for f in &mut fetching {
+            if f.as_ref().is_some_and(|(_, until)| *until <= now) {
+                *f = None;
+            }
+        }
+        match op {
+            SharedOp::Advance(ms) => now += u64::from(ms),
+            SharedOp::Plan { who } => {
+                let who = usize::from(who % 4);
+                if fetching[who].is_some() {
+                    continue;
+                }
+                match shared::plan(store.as_ref(), now, names[who], Some(&initial), &config) {
+                    Plan::Adopt(t) => {
+                        assert!(now < t.refresh_at_ms && now < t.expires_at_ms);
+                    }
+                    Plan::Wait { until_ms, .. } => assert!(until_ms > now),
+                    Plan::Fetch { take, redeem, .. } => {
+                        let lease = take.lease.as_ref().map_or(0, |l| l.until_ms);
+                        assert!(lease > now);
+                        // Nobody else holds a live lease.
+                        for (i, f) in fetching.iter().enumerate() {
+                            assert!(i == who || f.is_none(), "two live leases");
+                        }
+                        if let Some(rt) = &redeem {
+                            // Once the server refused the chain's token, the whole
+                            // chain is dead and an old copy can do no harm.
+                            assert!(
+                                chain_dead || !consumed.contains(rt),
+                                "a retired refresh token redeemed"
+                            );
+                        }
+                        store = Some(take);
+                        fetching[who] = Some((redeem, lease));
+                    }
+                }
+            }
+            SharedOp::Complete {
+                who,
+                failed,
+                rotated,
+                after,
+            } => {
+                let who = usize::from(who % 4);
+                let Some((redeem, lease)) = fetching[who].take() else {
+                    continue;
+                };
+                let now_done = now;
+                if !failed
+                    && rotated
+                    && let Some(rt) = &redeem
+                {
+                    consumed.push(rt.clone());
+                }
+                let outcome = if failed {
+                    // A failure with a rotation bit set: the server refused
+                    // the refresh token (retired).
+                    if rotated && let Some(rt) = &redeem {
+                        consumed.push(rt.clone());
+                        chain_dead = true;
+                    }
+                    Shared::Failed {
+                        retry_at_ms: after.map(|s| now_done + u64::from(s) * 1000),
+                        retired: rotated,
+                    }
+                } else {
+                    issued += 1;
+                    let mut response = TokenResponse::bearer(
+                        Secret::new(format!("at-{issued}")),
+                        Some(Duration::from_secs(4)),
+                    );
+                    if rotated {
+                        response.refresh_token = Some(Secret::new(format!("rt-{issued}")));
+                    }
+                    Shared::Token {
+                        token: SharedToken::from_response(&response, now_done, &cache),
+                        rotated: response.refresh_token.clone(),
+                    }
+                };
+                let rotated_token = match &outcome {
+                    Shared::Token { rotated, .. } => rotated.clone(),
+                    Shared::Failed { .. } => None,
+                };
+                let settled = shared::settle(store.as_ref(), names[who], redeem.as_ref(), outcome);
+                if let Some(rt) = rotated_token {
+                    let _ = lease;
+                    // Within the lease, the rotated token is what the store
+                    // redeems next.
+                    assert!(!settled.raced);
+                    assert_eq!(settled.next.refresh_token.as_ref(), Some(&rt));
+                }
+                assert!(
+                    settled
+                        .next
+                        .lease
+                        .as_ref()
+                        .is_none_or(|l| l.holder != names[who])
+                );
+                store = Some(settled.next);
+            }
+        }
+    }
+}

@@ -153,6 +153,14 @@ impl FetchError {
         }
     }
 
+    /// `true` when the server refused the refresh token itself
+    /// (`invalid_grant` to a refresh grant): it is retired, and only another
+    /// authorization (or a newer token) can take its place.
+    #[must_use]
+    pub fn retires_refresh_token(&self) -> bool {
+        matches!(self, FetchError::OAuth(e) if e.error == "invalid_grant")
+    }
+
     /// The admin diagnosis, when the failure is a known one.
     #[must_use]
     pub fn diagnosis(&self) -> Option<Diagnosis> {

@@ -360,7 +360,8 @@ impl StoreKey {
 #[non_exhaustive]
 pub struct SharedConfig {
     /// How long a fetch lease lasts; a holder that dies is replaced after
-    /// it. Default 30 s; keep it above the token request's timeout.
+    /// it. Default 60 s: keep it above the token request's timeout (30 s by
+    /// default), so a live holder always finishes within its lease.
     pub lease: Duration,
     /// A token is not used when it expires within this margin (the cache's
     /// `expiry_margin`).
@@ -372,7 +373,7 @@ pub struct SharedConfig {
 impl Default for SharedConfig {
     fn default() -> Self {
         SharedConfig {
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(60),
             margin: Duration::from_secs(10),
             poll: Duration::from_millis(100),
         }
@@ -416,10 +417,11 @@ pub enum Plan {
 }
 
 /// What to do with `record` (`None`: nothing stored yet), at `now_ms`, for
-/// the process named `me`. `configured` is the refresh token this process
-/// was configured with: it seeds an empty record, and replaces the stored one
-/// when it is not one the record has held (a new authorization), so an old
-/// copy of a rotated token is never redeemed again.
+/// the process named `me`. `configured` is the latest refresh token this
+/// process knows: it is used only when the record holds none (a new record,
+/// one lost with its store, or one whose token the server refused) and it is
+/// not a token the record held before, so an old copy of a rotated token is
+/// never redeemed again. The record's own token always wins.
 #[must_use]
 pub fn plan(
     record: Option<&SharedRecord>,
@@ -463,11 +465,15 @@ pub fn plan(
         until_ms: now_ms.saturating_add(ms(config.lease)),
     });
     take.retry_at_ms = None;
-    if let Some(c) = configured {
+    if r.refresh_token.is_none()
+        && let Some(c) = configured
+    {
         let print = fingerprint(c);
         if !r.known.contains(&print) {
-            // A token this record never held: a new authorization (or the
-            // first process). It replaces the stored one.
+            // The record holds none (a new record, a lost one, or its token
+            // was refused) and this one was never in it: a new
+            // authorization, or the first process. A token the record held
+            // before is never brought back.
             take.refresh_token = Some(c.clone());
             remember(&mut take.known, print);
         }
@@ -481,7 +487,6 @@ pub fn plan(
 
 /// How a fetch ended, for [`settle`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Outcome {
     /// A token came back; `rotated` is a new refresh token, if one came.
     Token {
@@ -495,6 +500,10 @@ pub enum Outcome {
     Failed {
         /// No request before this, for any process.
         retry_at_ms: Option<u64>,
+        /// The server refused the refresh token itself
+        /// ([`crate::FetchError::retires_refresh_token`]): the record drops
+        /// it, so a new authorization can take its place.
+        retired: bool,
     },
 }
 
@@ -546,9 +555,15 @@ pub fn settle(
             }
             next.retry_at_ms = None;
         }
-        Outcome::Failed { retry_at_ms } => {
+        Outcome::Failed {
+            retry_at_ms,
+            retired,
+        } => {
             if let Some(at) = retry_at_ms {
                 next.retry_at_ms = Some(next.retry_at_ms.map_or(at, |r| r.max(at)));
+            }
+            if retired && redeemed.is_some() && next.refresh_token.as_ref() == redeemed {
+                next.refresh_token = None;
             }
         }
     }
@@ -635,16 +650,39 @@ mod tests {
     }
 
     #[test]
-    fn a_new_authorization_replaces_the_stored_token() {
-        let mut r = SharedRecord::default();
-        r.refresh_token = Some(Secret::new("old"));
-        r.known = vec![fingerprint(&Secret::new("old"))];
+    fn a_new_authorization_replaces_a_refused_token_only() {
+        let old = Secret::new("old");
         let new = Secret::new("new");
+        let mut r = SharedRecord::default();
+        r.refresh_token = Some(old.clone());
+        r.known = vec![fingerprint(&old)];
+        // The store's token wins while it works.
         let Plan::Fetch { redeem, take, .. } = plan(Some(&r), 0, "a", Some(&new), &cfg()) else {
+            panic!()
+        };
+        assert_eq!(redeem, Some(old.clone()));
+        // Refused by the server: dropped, and the new one takes its place.
+        let s = settle(
+            Some(&take),
+            "a",
+            Some(&old),
+            Outcome::Failed {
+                retry_at_ms: None,
+                retired: true,
+            },
+        );
+        assert_eq!(s.next.refresh_token, None);
+        let Plan::Fetch { redeem, take, .. } = plan(Some(&s.next), 1, "b", Some(&new), &cfg())
+        else {
             panic!()
         };
         assert_eq!(redeem, Some(new.clone()));
         assert!(take.known.contains(&fingerprint(&new)));
+        // A stale copy of the refused one is never brought back.
+        let Plan::Fetch { redeem, .. } = plan(Some(&s.next), 1, "c", Some(&old), &cfg()) else {
+            panic!()
+        };
+        assert_eq!(redeem, None);
     }
 
     #[test]
@@ -673,6 +711,7 @@ mod tests {
             None,
             Outcome::Failed {
                 retry_at_ms: Some(60_000),
+                retired: false,
             },
         );
         assert_eq!(

@@ -71,9 +71,9 @@ impl Sharing {
         self
     }
 
-    /// How long a token fetch lease lasts (default 30 s): a process that
+    /// How long a token fetch lease lasts (default 60 s): a process that
     /// dies while fetching is replaced after it. Keep it above the token
-    /// request timeout.
+    /// request timeout (30 s by default).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.tokens.lease = lease;
         self
@@ -399,8 +399,12 @@ impl Coordinator {
                             after: Some(after), ..
                         }) => Outcome::Failed {
                             retry_at_ms: Some(unix_ms().saturating_add(ms(*after))),
+                            retired: false,
                         },
-                        Err(_) => Outcome::Failed { retry_at_ms: None },
+                        Err(e) => Outcome::Failed {
+                            retry_at_ms: None,
+                            retired: redeem.is_some() && e.retires_refresh_token(),
+                        },
                     };
                     self.settle(rt, key, redeem.as_ref(), outcome).await;
                     return match result {
