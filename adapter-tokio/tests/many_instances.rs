@@ -312,39 +312,12 @@ fn redis_values(port: u16, pattern: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn http_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").unwrap().1.to_owned()
-}
-
-/// A refresh token for `short-public` and its grant's name at oidc-provider.
 fn mint(p: &Peers) -> (String, String) {
-    let body = http_get(&format!(
-        "{}/mint-refresh/short-public/sender@example.com",
-        p.var("ISSUER")
-    ));
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    (
-        v["refresh_token"].as_str().unwrap().to_owned(),
-        v["grant"].as_str().unwrap().to_owned(),
-    )
+    p.mint_refresh_token("short-public", "sender@example.com")
 }
 
-/// oidc-provider's count of token requests that redeemed a refresh token of
-/// `grant`, by outcome (other tests' grants are not counted).
 fn token_stats(p: &Peers, grant: &str) -> BTreeMap<String, u64> {
-    let body = http_get(&format!("{}/stats/{grant}", p.var("ISSUER")));
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-        .collect()
+    p.grant_stats(grant)
 }
 
 fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {

@@ -56,15 +56,19 @@ fn record() -> SharedRecord {
     r
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
 fn token_lookup(c: &mut Criterion) {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = runtime();
     let mut group = c.benchmark_group("shared-token-lookup");
     group.throughput(Throughput::Elements(1));
 
@@ -128,11 +132,7 @@ fn send_with_limits(c: &mut Criterion) {
     let Some(everysec) = RedisServer::start_with_fsync("everysec") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = runtime();
     let server = rt.block_on(async { SmtpServer::start(SmtpServerConfig::default()) });
     let server = server.unwrap_or_else(|e| panic!("{e}"));
     let limits = MailboxLimits::none()

@@ -131,6 +131,43 @@ impl Peers {
             .cache_config(CacheConfig::default().expiry_margin(Duration::from_millis(500)))
     }
 
+    /// A refresh token oidc-provider issues for `client` and `account` (its
+    /// `/mint-refresh` hook, as an authorization-code flow would), and the
+    /// name of its grant for [`Peers::grant_stats`].
+    #[must_use]
+    pub fn mint_refresh_token(&self, client: &str, account: &str) -> (String, String) {
+        let v = self.token_server_json(&format!("/mint-refresh/{client}/{account}"));
+        (
+            v["refresh_token"].as_str().unwrap().to_owned(),
+            v["grant"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// How many token requests redeemed a refresh token of `grant`, by
+    /// outcome and grant type (`success:refresh_token`,
+    /// `error-invalid_grant:refresh_token`, ...); other grants, other tests'
+    /// included, are not counted.
+    #[must_use]
+    pub fn grant_stats(&self, grant: &str) -> std::collections::BTreeMap<String, u64> {
+        let v = self.token_server_json(&format!("/stats/{grant}"));
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// GET `path` of oidc-provider's test hooks, as JSON.
+    fn token_server_json(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read as _, Write as _};
+        let authority = self.var("ISSUER").trim_start_matches("http://").to_owned();
+        let mut s = std::net::TcpStream::connect(&authority).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1).unwrap()
+    }
+
     /// The Maildir messages of `user` (local part) whose text contains
     /// `needle`, waiting up to 20 s for `count` of them.
     #[must_use]
