@@ -60,6 +60,7 @@ struct State {
     config: TokenServerConfig,
     requests: AtomicU64,
     forced: Mutex<Option<(u16, String)>>,
+    retry_after: Mutex<Option<u64>>,
     /// Authorization codes issued: code → (PKCE challenge, redirect URI).
     codes: Mutex<Vec<(String, String, String)>>,
     /// Refresh tokens issued by the code and device flows.
@@ -81,6 +82,7 @@ impl TokenServer {
             config,
             requests: AtomicU64::new(0),
             forced: Mutex::new(None),
+            retry_after: Mutex::new(None),
             codes: Mutex::new(Vec::new()),
             issued_refresh: Mutex::new(Vec::new()),
             device_polls: Mutex::new(Vec::new()),
@@ -156,6 +158,13 @@ impl TokenServer {
     pub fn force_response(&self, response: Option<(u16, &str)>) {
         *lock(&self.state.forced) = response.map(|(s, b)| (s, b.to_owned()));
     }
+
+    /// Makes every following request a `429` with `Retry-After: SECS`
+    /// (`None` goes back to issuing tokens).
+    pub fn force_busy(&self, retry_after_secs: Option<u64>) {
+        *lock(&self.state.retry_after) = retry_after_secs;
+        self.force_response(retry_after_secs.map(|_| (429, "{\"error\":\"too_many_requests\"}")));
+    }
 }
 
 async fn serve<S>(mut tcp: S, st: Arc<State>) -> io::Result<()>
@@ -213,10 +222,15 @@ where
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        429 => "Too Many Requests",
         _ => "Error",
     };
+    let retry = match *lock(&st.retry_after) {
+        Some(secs) if status == 429 => format!("Retry-After: {secs}\r\n"),
+        _ => String::new(),
+    };
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n{retry}Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
         json.len()
     );
     tcp.write_all(response.as_bytes()).await?;

@@ -650,6 +650,41 @@ pub async fn shared_tokens_one_fetch_on<R: Runtime + Default>(store: std::sync::
     b.shutdown().await;
 }
 
+/// A token endpoint's `429` with `Retry-After` seen by one transport holds
+/// the other too: it waits, then fetches once, instead of asking at once.
+pub async fn shared_retry_after_holds_every_transport<R: Runtime + Default>() {
+    let (pki, _tokens, token_server, server) = oauth_setup(3600);
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new());
+    let make = || {
+        builder(R::default(), "localhost", server.port(), Security::StartTls)
+            .tls(roots(&pki))
+            .oauth2(app_oauth(&token_server, "app~secret"))
+            .share(Sharing::new(std::sync::Arc::clone(&store)))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (make(), make());
+    token_server.force_busy(Some(2));
+    match a.send(&envelope(&["rcpt@example.com"]), MESSAGE).await {
+        Err(Error::Token(e)) => assert!(e.is_transient(), "{e}"),
+        other => panic!("a 429 did not fail the token step: {other:?}"),
+    }
+    assert_eq!(token_server.requests(), 1);
+    token_server.force_busy(None);
+    let started = std::time::Instant::now();
+    b.send(&envelope(&["rcpt@example.com"]), MESSAGE)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the other transport did not wait for Retry-After: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(token_server.requests(), 2, "one request after the wait");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Limits shared by two transports through one store, and the replies the
 /// core classifies: a `432 4.3.2` is backed off with jitter and the message
 /// sent once; the recipient quota refuses before connecting; a `554 5.2.0`
@@ -1387,6 +1422,7 @@ macro_rules! transport_tests {
             send_all_pipelined,
             relay_step_by_step,
             shared_tokens_one_fetch,
+            shared_retry_after_holds_every_transport,
             shared_limits_and_replies,
             shared_message_rate,
         );
