@@ -372,6 +372,11 @@ fn enhanced_for(code: u16, text: &[u8]) -> Option<EnhancedCode> {
         Some(end) => &text[..end],
         None => text,
     };
+    enhanced_for_line(code, first)
+}
+
+/// [`enhanced_for`] for text known to be one line.
+fn enhanced_for_line(code: u16, first: &[u8]) -> Option<EnhancedCode> {
     EnhancedCode::parse_prefix(first)
         .map(|(e, _)| e)
         .filter(|e| u16::from(e.class) == code / 100)
@@ -608,15 +613,21 @@ impl ReplyParser {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             line.get(4..).unwrap_or_default()
         });
-        let text = if lines == 1 {
-            // One line: its text is the one measured, no second scan.
+        let (text, enhanced) = if lines == 1 {
+            // One line: its text is the one measured, no second scan, and
+            // no search for a line break in it.
             let line = &input[..end - 1];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            ReplyText::from_parts(total, std::iter::once(line.get(4..).unwrap_or_default()))
+            let first = line.get(4..).unwrap_or_default();
+            (
+                ReplyText::from_parts(total, std::iter::once(first)),
+                enhanced_for_line(code, first),
+            )
         } else {
-            ReplyText::from_parts(total, parts)
+            let text = ReplyText::from_parts(total, parts);
+            let enhanced = enhanced_for(code, text.as_slice());
+            (text, enhanced)
         };
-        let enhanced = enhanced_for(code, text.as_slice());
         Some((
             end,
             Reply {
