@@ -2,10 +2,9 @@
 //! classification throughput.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use postern_oauth::{CacheConfig, ResponseParser, Secret, TokenCache, TokenResponse, classify};
+use postern_oauth::{ResponseParser, classify};
 
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nCache-Control: no-store, no-cache\r\nPragma: no-cache\r\n\
 Content-Type: application/json; charset=utf-8\r\nx-ms-request-id: 6542baa1-c678-4c37-a972-673cf275f200\r\n\
@@ -23,19 +22,7 @@ fn token(c: &mut Criterion) {
         })
     });
     group.throughput(Throughput::Elements(1));
-    let t0 = Instant::now();
-    let mut cache = TokenCache::new(CacheConfig::default(), None);
-    if let Some(fetch) = cache.lookup(t0).fetch {
-        cache.handle_token(
-            t0,
-            fetch,
-            TokenResponse::bearer(
-                Secret::new("x".repeat(1500)),
-                Some(Duration::from_secs(3600)),
-            ),
-        );
-    }
-    let now = t0 + Duration::from_secs(1);
+    let (mut cache, now) = postern_benches::warm_token_cache();
     group.bench_function("cached-lookup", |b| {
         b.iter(|| black_box(cache.lookup(black_box(now)).token.is_some()))
     });

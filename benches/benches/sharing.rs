@@ -17,11 +17,11 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use postern_oauth::shared::{self, SharedConfig, SharedRecord, SharedToken, StoreKey};
-use postern_oauth::{CacheConfig, Secret, TokenCache, TokenResponse};
+use postern_oauth::{CacheConfig, Secret, TokenResponse};
 use postern_test_support::redis::RedisServer;
 use postern_test_support::{SmtpServer, SmtpServerConfig};
 use postern_tokio::{
@@ -72,19 +72,7 @@ fn token_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("shared-token-lookup");
     group.throughput(Throughput::Elements(1));
 
-    let t0 = Instant::now();
-    let mut cache = TokenCache::new(CacheConfig::default(), None);
-    if let Some(fetch) = cache.lookup(t0).fetch {
-        cache.handle_token(
-            t0,
-            fetch,
-            TokenResponse::bearer(
-                Secret::new("x".repeat(1500)),
-                Some(Duration::from_secs(3600)),
-            ),
-        );
-    }
-    let now = t0 + Duration::from_secs(1);
+    let (mut cache, now) = postern_benches::warm_token_cache();
     group.bench_function("postern-warm-cache (store behind)", |b| {
         b.iter(|| black_box(cache.lookup(black_box(now)).token.is_some()))
     });

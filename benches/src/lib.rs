@@ -125,3 +125,25 @@ pub fn byte_loop_encode(
     }
     out.len() - start
 }
+
+/// A token cache holding a fresh one-hour token (1,500 bytes, the size of
+/// an Entra JWT), and an instant one second after it was stored: the warm
+/// lookup every send makes.
+#[must_use]
+pub fn warm_token_cache() -> (postern_oauth::TokenCache, std::time::Instant) {
+    use postern_oauth::{CacheConfig, Secret, TokenCache, TokenResponse};
+    use std::time::{Duration, Instant};
+    let t0 = Instant::now();
+    let mut cache = TokenCache::new(CacheConfig::default(), None);
+    if let Some(fetch) = cache.lookup(t0).fetch {
+        cache.handle_token(
+            t0,
+            fetch,
+            TokenResponse::bearer(
+                Secret::new("x".repeat(1500)),
+                Some(Duration::from_secs(3600)),
+            ),
+        );
+    }
+    (cache, t0 + Duration::from_secs(1))
+}

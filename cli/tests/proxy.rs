@@ -155,6 +155,28 @@ fn swaks(port: u16, args: &[&str]) -> Output {
         .expect("swaks is installed by tests/peers/install.sh")
 }
 
+/// swaks logging in as [`USER`] with `mechanism`, sending from [`USER`] to
+/// `to` with `subject`.
+fn swaks_login(port: u16, mechanism: &str, to: &str, subject: &str) -> Output {
+    swaks(
+        port,
+        &[
+            "--from",
+            USER,
+            "--to",
+            to,
+            "--auth",
+            mechanism,
+            "--auth-user",
+            USER,
+            "--auth-password",
+            PASSWORD,
+            "--header",
+            &format!("Subject: {subject}"),
+        ],
+    )
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -334,22 +356,11 @@ fn local_refusals_and_upstream_verdicts() {
     // Upstream refuses one of two recipients: the client sees exactly that,
     // and the other gets the message.
     let subject = unique("partial");
-    let o = swaks(
+    let o = swaks_login(
         proxy.dovecot,
-        &[
-            "--from",
-            USER,
-            "--to",
-            "rcpt@example.com,nobody@elsewhere.invalid",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            USER,
-            "--auth-password",
-            PASSWORD,
-            "--header",
-            &format!("Subject: {subject}"),
-        ],
+        "PLAIN",
+        "rcpt@example.com,nobody@elsewhere.invalid",
+        &subject,
     );
     let out = text(&o);
     assert!(
@@ -432,23 +443,7 @@ postern_password_hash = {}
     std::fs::write(dir.join("emailproxy.config"), ini).unwrap();
     let mut child = launch(&dir, "--emailproxy-config", "emailproxy.config", &[], port);
     let subject = unique("ini");
-    let o = swaks(
-        port,
-        &[
-            "--from",
-            USER,
-            "--to",
-            "rcpt@example.com",
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            USER,
-            "--auth-password",
-            PASSWORD,
-            "--header",
-            &format!("Subject: {subject}"),
-        ],
-    );
+    let o = swaks_login(port, "LOGIN", "rcpt@example.com", &subject);
     let _ = child.kill();
     let _ = child.wait();
     assert!(o.status.success(), "{}", text(&o));
@@ -774,22 +769,11 @@ upstream = {{ provider = "generic", token_url = "{}", allow_http_token_url = tru
     let mut sent = 0;
     while started.elapsed() < Duration::from_secs(7) {
         let port = if sent % 2 == 0 { port_a } else { port_b };
-        let o = swaks(
+        let o = swaks_login(
             port,
-            &[
-                "--from",
-                USER,
-                "--to",
-                "rcpt@example.com",
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                USER,
-                "--auth-password",
-                PASSWORD,
-                "--header",
-                &format!("Subject: {subject}-{sent}"),
-            ],
+            "PLAIN",
+            "rcpt@example.com",
+            &format!("{subject}-{sent}"),
         );
         assert!(o.status.success(), "{}", text(&o));
         sent += 1;

@@ -222,8 +222,15 @@ impl SharedRecord {
         if bytes.len() > MAX_RECORD {
             return Err(RecordError::TooLong(bytes.len()));
         }
-        let w: Wire =
-            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        // The error names where, never what: the record holds tokens.
+        let w: Wire = serde_json::from_slice(bytes).map_err(|e| {
+            RecordError::Malformed(format!(
+                "{:?} error at line {}, column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
         let token = match (w.at, w.exp, w.ref_at) {
             (Some(at), Some(exp), Some(ref_at)) => Some(SharedToken {
                 token: Secret::new(at),
@@ -790,6 +797,9 @@ mod tests {
             SharedRecord::from_bytes(b"{\"v\":", None, "k"),
             Err(RecordError::Malformed(_))
         ));
+        // A malformed record's error never repeats what it holds.
+        let e = SharedRecord::from_bytes(b"{\"v\":\"refresh-secret\"}", None, "k").unwrap_err();
+        assert!(!e.to_string().contains("refresh-secret"), "{e}");
         assert!(!format!("{r:?}{key:?}").contains("refresh-secret"));
         assert!(StoreKey::from_base64("AAAA").is_err());
         let b64 = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);

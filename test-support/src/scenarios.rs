@@ -616,6 +616,25 @@ pub async fn concurrent_sends_fetch_once<R: Runtime + Default>() {
     t.shutdown().await;
 }
 
+/// Two OAuth2 transports (two processes' worth of token caches) sharing
+/// `store`.
+fn shared_pair<R: Runtime + Default>(
+    pki: &Pki,
+    token_server: &TokenServer,
+    server: &SmtpServer,
+    store: &std::sync::Arc<dyn Store>,
+) -> (Transport<R>, Transport<R>) {
+    let make = || {
+        builder(R::default(), "localhost", server.port(), Security::StartTls)
+            .tls(roots(pki))
+            .oauth2(app_oauth(token_server, "app~secret"))
+            .share(Sharing::new(std::sync::Arc::clone(store)))
+            .build()
+            .unwrap()
+    };
+    (make(), make())
+}
+
 /// Two transports (two processes' worth of caches) sharing one store: one
 /// token request serves both.
 pub async fn shared_tokens_one_fetch<R: Runtime + Default>() {
@@ -625,15 +644,7 @@ pub async fn shared_tokens_one_fetch<R: Runtime + Default>() {
 /// [`shared_tokens_one_fetch`] through `store` (a Redis or file store).
 pub async fn shared_tokens_one_fetch_on<R: Runtime + Default>(store: std::sync::Arc<dyn Store>) {
     let (pki, _tokens, token_server, server) = oauth_setup(3600);
-    let make = || {
-        builder(R::default(), "localhost", server.port(), Security::StartTls)
-            .tls(roots(&pki))
-            .oauth2(app_oauth(&token_server, "app~secret"))
-            .share(Sharing::new(std::sync::Arc::clone(&store)))
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (make(), make());
+    let (a, b) = shared_pair::<R>(&pki, &token_server, &server, &store);
     a.send(&envelope(&["rcpt@example.com"]), MESSAGE)
         .await
         .unwrap();
@@ -655,15 +666,7 @@ pub async fn shared_tokens_one_fetch_on<R: Runtime + Default>(store: std::sync::
 pub async fn shared_retry_after_holds_every_transport<R: Runtime + Default>() {
     let (pki, _tokens, token_server, server) = oauth_setup(3600);
     let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(MemoryStore::new());
-    let make = || {
-        builder(R::default(), "localhost", server.port(), Security::StartTls)
-            .tls(roots(&pki))
-            .oauth2(app_oauth(&token_server, "app~secret"))
-            .share(Sharing::new(std::sync::Arc::clone(&store)))
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (make(), make());
+    let (a, b) = shared_pair::<R>(&pki, &token_server, &server, &store);
     token_server.force_busy(Some(2));
     match a.send(&envelope(&["rcpt@example.com"]), MESSAGE).await {
         Err(Error::Token(e)) => assert!(e.is_transient(), "{e}"),

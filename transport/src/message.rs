@@ -125,6 +125,18 @@ impl Message {
             Source::Reader(_) => None,
         }
     }
+
+    /// A second handle on a message in memory (the bytes are shared, not
+    /// copied), for sending it again; `None` for a stream.
+    pub(crate) fn share(&self) -> Option<Message> {
+        match &self.source {
+            Source::Bytes(b) => Some(Message {
+                source: Source::Bytes(Arc::clone(b)),
+                signed: self.signed,
+            }),
+            Source::Reader(_) => None,
+        }
+    }
 }
 
 impl Message {

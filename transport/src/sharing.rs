@@ -99,12 +99,6 @@ impl Sharing {
         self.idle_hold = hold;
         self
     }
-
-    /// The limits.
-    #[must_use]
-    pub fn mailbox_limits(&self) -> MailboxLimits {
-        self.limits
-    }
 }
 
 /// The running side of [`Sharing`] for one transport.

@@ -359,8 +359,12 @@ return 1
         }
     }
 
+    /// The error as text for the log: the server's part sanitized.
     fn failed(e: &redis::RedisError) -> StoreError {
-        StoreError::Unavailable(format!("redis: {e}"))
+        StoreError::Unavailable(format!(
+            "redis: {}",
+            postern_common::sanitize(&e.to_string(), postern_common::SHOWN_CHARS)
+        ))
     }
 
     impl RedisStore {

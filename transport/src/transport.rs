@@ -360,7 +360,9 @@ impl<R: Runtime> Transport<R> {
         };
         let recipients = u64::try_from(envelope.recipients.len()).unwrap_or(u64::MAX);
         c.admit(&s.rt, recipients).await?;
-        let resendable = message.as_bytes().map(<[u8]>::to_vec);
+        // Kept for a resend after a concurrency refusal: the same bytes,
+        // shared, not copied.
+        let resendable = message.share();
         let mut result = self.send_once(envelope, message).await;
         // Too many connections or submissions at once for the mailbox (the
         // core's reading of the reply): back off with jitter and try again,
@@ -373,9 +375,10 @@ impl<R: Runtime> Transport<R> {
             }
             let safe = matches!(e, Error::Rejected(_))
                 || matches!(e, Error::Smtp(inner) if inner.ended_before_message());
-            let Some(bytes) = resendable
+            let Some(again) = resendable
                 .as_ref()
                 .filter(|_| safe && signal == Some(postern_smtp::limits::LimitSignal::Concurrency))
+                .and_then(Message::share)
             else {
                 break;
             };
@@ -385,9 +388,7 @@ impl<R: Runtime> Transport<R> {
                 "the server limits concurrent submissions for the mailbox: backing off"
             );
             s.rt.sleep_until(s.rt.now() + wait).await;
-            result = self
-                .send_once(envelope, Message::bytes(bytes.clone()))
-                .await;
+            result = self.send_once(envelope, again).await;
         }
         result
     }
