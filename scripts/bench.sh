@@ -28,16 +28,6 @@ else
   mkdir -p target
   cc -shared -fPIC -O2 -o target/nodelay.so benches/nodelay/nodelay.c -ldl
   POSTERN_NODELAY_SHIM="$PWD/target/nodelay.so" cargo bench -p postern-benches --locked "$@"
-  # The encoder once more, built for the widest vectors this CPU has (the
-  # block path picks 64 or 32 lanes at compile time), into the same report.
-  level=""
-  if grep -qw avx512bw /proc/cpuinfo; then level=x86-64-v4
-  elif grep -qw avx2 /proc/cpuinfo; then level=x86-64-v3; fi
-  if [ -n "$level" ]; then
-    CRITERION_HOME="$PWD/target/criterion" CARGO_TARGET_DIR="$PWD/target/$level" \
-      RUSTFLAGS="-C target-cpu=$level" \
-      cargo bench -p postern-benches --locked --bench smtp -- "body-encoder-64KiB/postern"
-  fi
 fi
 {
   echo "# Benchmarks"

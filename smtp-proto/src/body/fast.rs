@@ -1,13 +1,13 @@
-//! The fast path of the encoder: clean text is checked 64 bytes at a time
+//! The portable fast path of the encoder: clean text is checked 64 bytes at a time
 //! with word and vector compares, copied with one `memcpy` per clean stretch,
 //! and dot-led lines are stuffed from the same masks. Anything else is left
 //! to the byte path (`bytes.rs`).
 
-/// The vector the block path works in: 64 lanes where the build targets
-/// AVX-512BW (`-C target-cpu=x86-64-v4`), 32 where it targets AVX2
+/// The vector the portable block path works in: 64 lanes where the build
+/// targets AVX-512BW (`-C target-cpu=x86-64-v4`), 32 where it targets AVX2
 /// (`x86-64-v3`), 16 otherwise (SSE2, NEON). `wide` picks the instructions at
-/// compile time; choosing at run time would need `unsafe` (calling a
-/// `#[target_feature]` function), which this crate forbids.
+/// compile time. On x86-64 this path runs only where the CPU lacks AVX2: the
+/// AVX2 path (`avx2.rs`) is chosen at run time.
 #[cfg(target_feature = "avx512bw")]
 type Lanes = wide::u8x64;
 #[cfg(all(target_feature = "avx2", not(target_feature = "avx512bw")))]
@@ -35,7 +35,13 @@ const BLOCK: usize = 32;
 /// Kept out of line so the clean-block loop stays tight.
 #[cold]
 #[inline(never)]
-fn stuff_block(input: &[u8], i: usize, dots: u64, out: &mut Vec<u8>, run: &mut usize) -> u64 {
+pub(super) fn stuff_block(
+    input: &[u8],
+    i: usize,
+    dots: u64,
+    out: &mut Vec<u8>,
+    run: &mut usize,
+) -> u64 {
     let mut stuff = |at: usize| {
         out.extend_from_slice(&input[*run..at]);
         out.push(b'.');
@@ -72,7 +78,7 @@ fn low_bytes(w: u64) -> u64 {
 
 /// The longest line that both starts and ends inside a block, given the
 /// block's LF positions (each LF has its CR right before it).
-fn inner_longest(mut lf: u64) -> u64 {
+pub(super) fn inner_longest(mut lf: u64) -> u64 {
     let mut longest = 0;
     let mut prev = lf.trailing_zeros();
     lf &= lf - 1;
