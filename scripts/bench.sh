@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole benchmark suite (about 8 minutes) and rewrites BENCHMARKS.md
+# Runs the whole benchmark suite (about 9 minutes on 2 cores) and rewrites BENCHMARKS.md
 # with medians and ratios, contenders side by side from the same run.
 # Needs Postfix's smtp-sink and smtp-source (the postfix package) for the
 # loopback group; run on an otherwise idle machine.
