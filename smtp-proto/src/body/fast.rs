@@ -77,8 +77,9 @@ fn low_bytes(w: u64) -> u64 {
 }
 
 /// The longest line that both starts and ends inside a block, given the
-/// block's LF positions (each LF has its CR right before it).
-pub(super) fn inner_longest(mut lf: u64) -> u64 {
+/// block's LF positions, bit k for byte k (each LF has its CR right before it).
+#[cold]
+fn inner_longest(mut lf: u128) -> u64 {
     let mut longest = 0;
     let mut prev = lf.trailing_zeros();
     lf &= lf - 1;
@@ -130,6 +131,45 @@ pub(super) fn find_hit(input: &[u8], mut i: usize, reject_high: bool) -> (usize,
 }
 
 impl BodyEncoder {
+    /// The line bookkeeping of a clean block of `width` bytes (64 or 128)
+    /// whose LFs are `lf`, bit k for byte k, each with its CR before it:
+    /// counts the lines, keeps the longest, and the length of the line left
+    /// open. Returns `false`, changing nothing, when a line would pass the
+    /// limit (the byte path then refuses or counts it).
+    ///
+    /// No branch per line: only the first and last LF are looked at, since a
+    /// line between them is no longer than their distance; the lines are
+    /// measured one by one only while that distance exceeds the longest line
+    /// so far.
+    #[inline(always)]
+    pub(super) fn block_lines(&mut self, lf: u128, width: u32) -> bool {
+        let mut longest = self.stats.longest_line;
+        let len = if lf == 0 {
+            let len = self.line_len + u64::from(width);
+            if len > MAX_LINE_LEN {
+                return false;
+            }
+            len
+        } else {
+            let first = u64::from(lf.trailing_zeros());
+            // The line that ends at the first LF began before the block.
+            let line = self.line_len + first - 1;
+            if line > MAX_LINE_LEN {
+                return false;
+            }
+            longest = longest.max(line);
+            let last = 127 - u64::from(lf.leading_zeros());
+            if last > first + 2 && last - first - 2 > longest {
+                longest = longest.max(inner_longest(lf));
+            }
+            u64::from(width) - 1 - last
+        };
+        self.line_len = len;
+        self.stats.lines += u64::from(lf.count_ones());
+        self.stats.longest_line = longest;
+        true
+    }
+
     /// The block path: takes 64-byte blocks of clean text (every CR and LF in a
     /// CRLF pair, no pair split by the block's end, no NUL, no refused 8-bit
     /// byte, no line over the limit) as they are, updating only the counts;
@@ -215,33 +255,12 @@ impl BodyEncoder {
                     dots |= u64::from(d.to_bitmask()) << (k * WIDTH);
                 }
             }
-            let mut len = self.line_len;
-            let mut longest = self.stats.longest_line;
-            if lf != 0 {
-                // The line that ends at the first LF began before the block.
-                let first_end = u64::from(lf.trailing_zeros()) - 1;
-                let line = len + first_end;
-                let inner = lf & (lf - 1);
-                if line > MAX_LINE_LEN {
-                    break;
-                }
-                longest = longest.max(line);
-                if inner != 0 && longest < FAST_BLOCK as u64 {
-                    longest = longest.max(inner_longest(lf));
-                }
-                len = u64::from(lf.leading_zeros());
-            } else {
-                len += FAST_BLOCK as u64;
-                if len > MAX_LINE_LEN {
-                    break;
-                }
+            if !self.block_lines(u128::from(lf), FAST_BLOCK as u32) {
+                break;
             }
             if dots != 0 {
                 self.stats.dots_stuffed += stuff_block(input, i, dots, out, run);
             }
-            self.line_len = len;
-            self.stats.lines += u64::from(lf.count_ones());
-            self.stats.longest_line = longest;
             self.at_line_start = (lf >> 63 != 0) & (dots >> 63 == 0);
             seen_v |= or;
             i += FAST_BLOCK;
