@@ -287,8 +287,8 @@ impl BodyEncoder {
         Ok(())
     }
 
-    /// The block path, in AVX2 where the CPU has it and the build does not
-    /// already target wider vectors.
+    /// The block path: in AVX2 where the CPU has it (x86-64, checked at run
+    /// time), else the portable one in the vectors the build targets.
     #[inline]
     fn blocks(
         &mut self,
