@@ -110,11 +110,29 @@ fn main() {
         );
         let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: |");
         for r in &rows {
+            // Time per unit of throughput where both rows have one (rows of
+            // a table may do different amounts per iteration), else per
+            // iteration.
+            let per_unit = |row: &Row| {
+                row.per_iter
+                    .as_ref()
+                    .map_or(row.median_ns, |(_, amount)| row.median_ns / amount)
+            };
             let postern = rows
                 .iter()
-                .find(|p| p.param == r.param && p.function.starts_with("postern"))
-                .map(|p| p.median_ns);
-            let ratio = postern.map_or("".to_owned(), |p| format!("{:.2}×", r.median_ns / p));
+                .find(|p| p.param == r.param && p.function.starts_with("postern"));
+            let ratio = postern.map_or("".to_owned(), |p| {
+                let same_unit = match (&r.per_iter, &p.per_iter) {
+                    (Some((a, _)), Some((b, _))) => a == b,
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same_unit {
+                    format!("{:.2}×", per_unit(r) / per_unit(p))
+                } else {
+                    format!("{:.2}×", r.median_ns / p.median_ns)
+                }
+            });
             let tp = r
                 .per_iter
                 .as_ref()
