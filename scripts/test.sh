@@ -44,9 +44,10 @@ else
 fi
 
 step "the SMTP core once more for each wider vector build this CPU can run"
-# The body encoder's block path uses 32 lanes when built for AVX2 and 64 for
-# AVX-512BW (chosen at compile time); its tests and properties must hold on
-# every width.
+# The body encoder's portable block path uses 32 lanes when built for AVX2
+# and 64 for AVX-512BW (chosen at compile time; its unit tests run it beside
+# the run-time AVX2 and AVX-512BW paths); its tests and properties must hold
+# on every width.
 for level in x86-64-v3:avx2 x86-64-v4:avx512bw; do
   if grep -qw "${level#*:}" /proc/cpuinfo; then
     CARGO_TARGET_DIR="$PWD/target/${level%%:*}" RUSTFLAGS="-C target-cpu=${level%%:*}" \

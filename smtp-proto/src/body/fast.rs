@@ -7,7 +7,7 @@
 /// targets AVX-512BW (`-C target-cpu=x86-64-v4`), 32 where it targets AVX2
 /// (`x86-64-v3`), 16 otherwise (SSE2, NEON). `wide` picks the instructions at
 /// compile time. On x86-64 this path runs only where the CPU lacks AVX2: the
-/// AVX2 path (`avx2.rs`) is chosen at run time.
+/// AVX-512BW and AVX2 paths (`simd.rs`) are chosen at run time.
 #[cfg(target_feature = "avx512bw")]
 type Lanes = wide::u8x64;
 #[cfg(all(target_feature = "avx2", not(target_feature = "avx512bw")))]

@@ -17,10 +17,10 @@
 //! buffer and is at most `2 × input + 5` bytes per call.
 //!
 //! Speed: clean text goes through a block path that checks 64 or 128 bytes
-//! per step with vector compares and no branch per line: in AVX2 where the
-//! CPU has it (chosen at run time through `pulp`, whose safe wrappers keep
-//! `unsafe` out of this crate), otherwise in the vectors the build targets
-//! (`wide`). Between blocks, clean runs are skipped 32 bytes at a time
+//! per step with vector compares and no branch per line: in AVX-512BW or
+//! AVX2 where the CPU has them (chosen at run time through `pulp`, whose safe
+//! wrappers keep `unsafe` out of this crate), otherwise in the vectors the
+//! build targets (`wide`). Between blocks, clean runs are skipped 32 bytes at a time
 //! (word-at-a-time arithmetic), a proper CRLF and a line start are handled
 //! inline; only bytes that need a change (bare CR or LF, a leading dot, NUL,
 //! refused 8-bit) go through the byte-by-byte path. [`reference_encode`] is
@@ -29,11 +29,11 @@
 
 use std::fmt;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
 mod bytes;
 mod fast;
 mod reference;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 use fast::{FAST_BLOCK, HI, find_hit};
 
@@ -287,8 +287,9 @@ impl BodyEncoder {
         Ok(())
     }
 
-    /// The block path: in AVX2 where the CPU has it (x86-64, checked at run
-    /// time), else the portable one in the vectors the build targets.
+    /// The block path: in AVX-512BW or AVX2 where the CPU has them (x86-64,
+    /// checked at run time), else the portable one in the vectors the build
+    /// targets.
     #[inline]
     fn blocks(
         &mut self,
@@ -302,18 +303,14 @@ impl BodyEncoder {
         #[cfg(target_arch = "x86_64")]
         {
             #[cfg(test)]
-            let portable = tests::portable_only();
+            let cap = tests::simd_cap();
             #[cfg(not(test))]
-            let portable = false;
-            if let Some(simd) = avx2::detect().filter(|_| !portable) {
+            let cap = 2;
+            if let Some(simd) = simd::detect(cap) {
                 return if self.config.dot_stuffing {
-                    simd.vectorize(|| {
-                        self.clean_blocks_avx2::<true>(simd, input, i, reject_high, seen, out, run)
-                    })
+                    self.clean_blocks_simd::<true>(simd, input, i, reject_high, seen, out, run)
                 } else {
-                    simd.vectorize(|| {
-                        self.clean_blocks_avx2::<false>(simd, input, i, reject_high, seen, out, run)
-                    })
+                    self.clean_blocks_simd::<false>(simd, input, i, reject_high, seen, out, run)
                 };
             }
         }
@@ -415,14 +412,16 @@ mod tests {
     use std::cell::Cell;
 
     thread_local! {
-        /// Set by a test to run the portable block path on a CPU that has AVX2.
-        static PORTABLE_ONLY: Cell<bool> = const { Cell::new(false) };
+        /// Set by a test to cap the block path's instruction set on this
+        /// thread: 2 = the widest the CPU has, 1 = AVX2 at most, 0 = the
+        /// portable path.
+        static SIMD_CAP: Cell<u8> = const { Cell::new(2) };
     }
 
-    /// Whether this thread's test asked for the portable block path.
+    /// The cap this thread's test set.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub(super) fn portable_only() -> bool {
-        PORTABLE_ONLY.with(Cell::get)
+    pub(super) fn simd_cap() -> u8 {
+        SIMD_CAP.with(Cell::get)
     }
 
     fn encode_chunks(
@@ -440,11 +439,11 @@ mod tests {
     }
 
     /// The encoder gives what the reference gives, at every chunk size, on
-    /// both block paths (AVX2 where the CPU has it, and the portable one).
+    /// every block path this CPU can run (AVX-512BW, AVX2, portable).
     fn check(input: &[u8], config: BodyConfig) {
         let want = reference_encode(input, config);
-        for portable in [false, true] {
-            PORTABLE_ONLY.with(|p| p.set(portable));
+        for cap in [2, 1, 0] {
+            SIMD_CAP.with(|p| p.set(cap));
             for chunk in [
                 1,
                 2,
@@ -463,11 +462,11 @@ mod tests {
                 assert_eq!(
                     encode_chunks(input, config, chunk),
                     want,
-                    "portable {portable} chunk {chunk} input {input:?}"
+                    "instruction cap {cap} chunk {chunk} input {input:?}"
                 );
             }
         }
-        PORTABLE_ONLY.with(|p| p.set(false));
+        SIMD_CAP.with(|p| p.set(2));
     }
 
     /// Random bodies of clean and broken lines (a small xorshift generator, so
@@ -666,7 +665,7 @@ mod tests {
         assert_eq!(stats.dots_stuffed, 71);
         assert!(out.starts_with(b"..\r\nplain line\r\n..b\r\n"));
         check(&text, BodyConfig::default());
-        // Every position of a double block (the AVX2 path takes 128 bytes).
+        // Every position of a double block (the x86-64 paths take 128 bytes).
         for shift in 1..128 {
             let mut shifted = vec![b'x'; shift];
             shifted.extend_from_slice(b"\r\n");
