@@ -569,6 +569,10 @@ impl ReplyParser {
     /// (nothing consumed) for anything else.
     #[inline]
     fn single_line(&self, input: &[u8]) -> Option<(usize, Reply)> {
+        // A continuation line (`250-`) leaves at once, before any search.
+        if input.get(3) == Some(&b'-') {
+            return None;
+        }
         let lf = memchr::memchr(b'\n', input)?;
         let line = &input[..lf];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
