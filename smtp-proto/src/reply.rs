@@ -652,21 +652,9 @@ impl ReplyParser {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             line.get(4..).unwrap_or_default()
         });
-        let (text, enhanced) = if lines == 1 {
-            // One line: its text is the one measured, no second scan, and
-            // no search for a line break in it.
-            let line = &input[..end - 1];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let first = line.get(4..).unwrap_or_default();
-            (
-                ReplyText::from_parts(total, std::iter::once(first)),
-                enhanced_for_line(code, first),
-            )
-        } else {
-            let text = ReplyText::from_parts(total, parts);
-            let enhanced = enhanced_for(code, text.as_slice());
-            (text, enhanced)
-        };
+        // One-line replies were taken by `single_line`; this is the rest.
+        let text = ReplyText::from_parts(total, parts);
+        let enhanced = enhanced_for(code, text.as_slice());
         Some((
             end,
             Reply {
